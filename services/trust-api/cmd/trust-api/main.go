@@ -1,0 +1,101 @@
+// Command trust-api is the FLIP trust node's hub agent: it polls the central
+// hub for tasks, runs them against the trust's internal services, delivers
+// the results durably and sends heartbeats with a health snapshot.
+//
+// Exit codes: 0 clean shutdown, 1 error (every configuration problem is
+// listed), 2 the hub identifies this host as another trust than
+// EXPECTED_TRUST_ID (the wrong kit is deployed here).
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/flip-trust/node/services/trust-api/internal/app"
+	"github.com/flip-trust/node/services/trust-api/internal/config"
+	"github.com/flip-trust/node/services/trust-api/internal/hub"
+	"github.com/flip-trust/node/shared/httpx"
+	"github.com/flip-trust/node/shared/logging"
+)
+
+// version is the build identity, set with -ldflags "-X main.version=...";
+// FLIP_RELEASE takes precedence at run time.
+var version = "0.1.0-dev"
+
+func main() { os.Exit(run()) }
+
+func run() int {
+	fs := flag.NewFlagSet("trust-api", flag.ContinueOnError)
+	probe := httpx.HealthFlag(fs)
+	if err := fs.Parse(os.Args[1:]); err != nil {
+		return 1
+	}
+	if *probe {
+		return httpx.ProbeHealth(context.Background(), "http://"+localAddr(os.Getenv("TRUST_API_ADDR"))+"/health")
+	}
+
+	cfg, err := config.Load(os.Getenv)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "trust-api: invalid configuration:")
+		for _, line := range strings.Split(err.Error(), "\n") {
+			fmt.Fprintln(os.Stderr, "  - "+line)
+		}
+		return 1
+	}
+	level, _ := logging.ParseLevel(cfg.LogLevel) // validated by Load
+	reg := httpx.NewRegistry()
+	lg, err := logging.New(os.Stdout, logging.Options{
+		Level: level, Service: "trust-api", Version: cfg.Version(version),
+		LokiURL: cfg.LokiURL, LokiLabels: map[string]string{"env": cfg.Env},
+	}, reg)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "trust-api: logging:", err)
+		return 1
+	}
+	defer func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = lg.Close(ctx)
+	}()
+	logger := lg.Slog()
+	logger.Info("trust-api configuration", "config", cfg.Safe())
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	a, err := app.New(cfg, logger, reg, version)
+	if err != nil {
+		logger.Error("trust-api cannot start", "error", err.Error())
+		return 1
+	}
+	err = a.Run(ctx)
+	var mm *hub.IdentityMismatchError
+	switch {
+	case errors.As(err, &mm):
+		return 2
+	case err != nil:
+		logger.Error("trust-api stopped on an error", "error", err.Error())
+		return 1
+	}
+	logger.Info("trust-api stopped")
+	return 0
+}
+
+// localAddr turns TRUST_API_ADDR (default :8000) into a loopback host:port.
+func localAddr(addr string) string {
+	if addr == "" {
+		addr = ":8000"
+	}
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil || port == "" {
+		port = "8000"
+	}
+	return net.JoinHostPort("127.0.0.1", port)
+}
