@@ -9,7 +9,9 @@ command -v go >/dev/null || { echo "test-deps: Go is required (https://go.dev/dl
 command -v git >/dev/null || need+=(git)
 command -v curl >/dev/null || need+=(curl)
 command -v jq >/dev/null || need+=(jq)
-command -v gcc >/dev/null || need+=(gcc libc6-dev) # the race detector needs cgo
+command -v gcc >/dev/null || need+=(gcc libc6-dev) # the race detector and the SQL parser need cgo
+# data-access-api's integration tests start their own PostgreSQL cluster
+compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || need+=(postgresql postgresql-contrib)
 
 if ((${#need[@]})); then
 	if [[ $(id -u) -ne 0 ]]; then SUDO=sudo; else SUDO=; fi
