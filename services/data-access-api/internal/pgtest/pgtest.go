@@ -85,3 +85,20 @@ func (d *DB) Close() {
 	_ = d.Cluster.Stop()
 	_ = os.RemoveAll(d.dir)
 }
+
+// ExecFile runs the SQL file at path on the database at dsn.
+func ExecFile(ctx context.Context, dsn, path string) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		return err
+	}
+	defer conn.Close(ctx)
+	if _, err := conn.Exec(ctx, string(b)); err != nil {
+		return fmt.Errorf("%s: %w", filepath.Base(path), err)
+	}
+	return nil
+}

@@ -1,0 +1,166 @@
+package cohort_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"reflect"
+	"testing"
+	"time"
+
+	"github.com/flip-trust/node/services/data-access-api/internal/cohort"
+	"github.com/flip-trust/node/services/data-access-api/internal/pgtest"
+)
+
+var engine *cohort.Engine
+
+func TestMain(m *testing.M) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	db, err := pgtest.Start(ctx)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "postgres:", err)
+		os.Exit(1)
+	}
+	code := 1
+	defer func() { db.Close(); cancel(); os.Exit(code) }()
+	if err := pgtest.ExecFile(ctx, db.AdminDSN, "../../testdata/fixture.sql"); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return
+	}
+	engine, err = cohort.New(cohort.Options{DSN: db.ReaderDSN, MaxConns: 4, QueryTimeout: 10 * time.Second})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return
+	}
+	defer engine.Close()
+	code = m.Run()
+}
+
+func stats(t *testing.T, q string) (*cohort.Stats, cohort.Shape) {
+	t.Helper()
+	ctx := context.Background()
+	shape, err := engine.Describe(ctx, q, "test")
+	if err != nil {
+		t.Fatalf("describe: %v", err)
+	}
+	st, err := engine.Statistics(ctx, q, shape, "test")
+	if err != nil {
+		t.Fatalf("statistics: %v", err)
+	}
+	return st, shape
+}
+
+type R = cohort.Result
+
+func chart(t *testing.T, charts []cohort.Chart, name string) []R {
+	t.Helper()
+	for _, c := range charts {
+		if c.Name == name {
+			return c.Results
+		}
+	}
+	t.Fatalf("no %s chart in %+v", name, charts)
+	return nil
+}
+
+// The imaging cohort of the fixture: 24 studies of 12 persons.
+func TestStatisticsImagingCohort(t *testing.T) {
+	st, _ := stats(t, `SELECT p.person_id, io.accession_id, io.modality_concept_id
+FROM omop.person p JOIN omop.image_occurrence io ON io.person_id = p.person_id`)
+	if st.Rows != 24 || st.Subjects != 12 {
+		t.Fatalf("rows %d subjects %d, want 24 and 12", st.Rows, st.Subjects)
+	}
+	wantCounts := []R{{"person\nid", 24}, {"accession\nid", 24}, {"modality\nconcept\nid", 24}}
+	if got := chart(t, st.Charts, cohort.ChartCounts); !reflect.DeepEqual(got, wantCounts) {
+		t.Errorf("Counts %v, want %v", got, wantCounts)
+	}
+	if got := chart(t, st.Charts, cohort.ChartNulls); !reflect.DeepEqual(got, []R{{"person\nid", 0}, {"accession\nid", 0}, {"modality\nconcept\nid", 0}}) {
+		t.Errorf("Nulls %v", got)
+	}
+	// Raw buckets, before disclosure control.
+	if got := chart(t, st.Charts, cohort.ChartAge); !reflect.DeepEqual(got, []R{{"20-29", 3}, {"30-39", 3}, {"40-49", 3}, {"50-59", 3}}) {
+		t.Errorf("Age %v", got)
+	}
+	if got := chart(t, st.Charts, cohort.ChartSex); !reflect.DeepEqual(got, []R{{"F", 6}, {"M", 6}}) {
+		t.Errorf("Sex %v", got)
+	}
+	if got := chart(t, st.Charts, cohort.ChartModality); !reflect.DeepEqual(got, []R{{"CT", 12}, {"MR", 8}, {"XR", 4}}) {
+		t.Errorf("Modality %v", got)
+	}
+	// At a floor of 5: every decade (3) is small, but together they make 12.
+	d := st.Disclose(5)
+	if got := chart(t, d, cohort.ChartAge); !reflect.DeepEqual(got, []R{{"Other", 12}}) {
+		t.Errorf("disclosed Age %v, want Other 12", got)
+	}
+	// XR (4) is small and alone: dropped, never relabelled as Other.
+	if got := chart(t, d, cohort.ChartModality); !reflect.DeepEqual(got, []R{{"CT", 12}, {"MR", 8}}) {
+		t.Errorf("disclosed Modality %v", got)
+	}
+	if got := chart(t, d, cohort.ChartSex); !reflect.DeepEqual(got, []R{{"F", 6}, {"M", 6}}) {
+		t.Errorf("disclosed Sex %v", got)
+	}
+}
+
+func TestStatisticsPersonCohort(t *testing.T) {
+	st, _ := stats(t, `SELECT person_id, gender_source_value, NULL::text AS note, person_id AS person_id FROM omop.person`)
+	if st.Rows != 16 || st.Subjects != 16 {
+		t.Fatalf("rows %d subjects %d", st.Rows, st.Subjects)
+	}
+	// The all-null column is dropped and the duplicated person_id counted once.
+	if got := chart(t, st.Charts, cohort.ChartCounts); !reflect.DeepEqual(got, []R{{"person\nid", 16}, {"gender\nsource\nvalue", 16}}) {
+		t.Errorf("Counts %v", got)
+	}
+	d := st.Disclose(4)
+	if got := chart(t, d, cohort.ChartAge); !reflect.DeepEqual(got, []R{{"60-69", 4}, {"Other", 12}}) {
+		t.Errorf("Age %v", got)
+	}
+	if got := chart(t, d, cohort.ChartSex); !reflect.DeepEqual(got, []R{{"F", 8}, {"M", 8}}) {
+		t.Errorf("Sex %v", got)
+	}
+	for _, c := range d {
+		if c.Name == cohort.ChartModality {
+			t.Errorf("modality chart without an accession column")
+		}
+	}
+}
+
+// Subjects are distinct persons (a join to conditions repeats them) and an
+// accession-only cohort counts persons through image_occurrence.
+func TestStatisticsSubjects(t *testing.T) {
+	cases := []struct {
+		q              string
+		rows, subjects int64
+	}{
+		{`SELECT p.person_id, c.condition_concept_id FROM omop.person p JOIN omop.condition_occurrence c ON c.person_id = p.person_id`, 22, 16},
+		{`SELECT person_id FROM omop.condition_occurrence WHERE condition_concept_id = 201826`, 10, 10},
+		{`SELECT accession_id FROM omop.image_occurrence WHERE modality_concept_id = 2000001`, 12, 6},
+		{`SELECT accession_id FROM omop.image_occurrence WHERE modality_concept_id = 2000003`, 4, 2},
+		{`SELECT 'ACC-9999' AS accession_id`, 1, 0},
+		{`SELECT person_id FROM omop.person WHERE person_id > 100`, 0, 0},
+		{`SELECT NULL::int AS person_id FROM generate_series(1, 3)`, 3, 0},
+	}
+	for _, c := range cases {
+		st, _ := stats(t, c.q)
+		if st.Rows != c.rows || st.Subjects != c.subjects {
+			t.Errorf("%s: rows %d subjects %d, want %d and %d", c.q, st.Rows, st.Subjects, c.rows, c.subjects)
+		}
+	}
+}
+
+func TestFoldSmall(t *testing.T) {
+	cases := []struct {
+		in   []R
+		min  int64
+		want []R
+	}{
+		{[]R{{"A", 10}, {"B", 8}, {"C", 3}, {"D", 2}, {"E", 1}}, 5, []R{{"A", 10}, {"B", 8}, {"Other", 6}}},
+		{[]R{{"CT", 300}, {"PlainRad", 4}}, 10, []R{{"CT", 300}}},
+		{[]R{{"A", 30}, {"B", 6}, {"C", 4}}, 10, []R{{"A", 30}, {"Other", 10}}},
+		{nil, 10, []R{}},
+	}
+	for _, c := range cases {
+		if got := cohort.FoldSmall(c.in, c.min); !reflect.DeepEqual(got, c.want) {
+			t.Errorf("FoldSmall(%v, %d) = %v, want %v", c.in, c.min, got, c.want)
+		}
+	}
+}
