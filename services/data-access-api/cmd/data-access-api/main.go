@@ -1,0 +1,97 @@
+// Command data-access-api runs validated, read-only cohort SQL on the trust's
+// OMOP database and answers with disclosure-controlled statistics, frozen
+// cohort membership and training dataframes (FLIP's data-access-api routes).
+//
+// Exit codes: 0 clean shutdown, 1 error (every configuration problem listed;
+// an invalid governance policy names its line).
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"net"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/flip-trust/node/services/data-access-api/internal/app"
+	"github.com/flip-trust/node/services/data-access-api/internal/config"
+	"github.com/flip-trust/node/shared/httpx"
+	"github.com/flip-trust/node/shared/logging"
+)
+
+// version is the build identity, set with -ldflags "-X main.version=...";
+// FLIP_RELEASE takes precedence at run time.
+var version = "0.1.0-dev"
+
+func main() { os.Exit(run()) }
+
+func run() int {
+	fs := flag.NewFlagSet("data-access-api", flag.ContinueOnError)
+	probe := httpx.HealthFlag(fs)
+	if err := fs.Parse(os.Args[1:]); err != nil {
+		return 1
+	}
+	if *probe {
+		return httpx.ProbeHealth(context.Background(), "http://"+localAddr(os.Getenv("DATA_ACCESS_API_ADDR"))+"/health")
+	}
+	cfg, err := config.Load(os.Getenv)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "data-access-api: invalid configuration:")
+		for _, line := range strings.Split(err.Error(), "\n") {
+			fmt.Fprintln(os.Stderr, "  - "+line)
+		}
+		return 1
+	}
+	level, _ := logging.ParseLevel(cfg.LogLevel) // validated by Load
+	reg := httpx.NewRegistry()
+	lg, err := logging.New(os.Stdout, logging.Options{
+		Level: level, Service: "data-access-api", Version: cfg.Version(version),
+		LokiURL: cfg.LokiURL, LokiLabels: map[string]string{"env": cfg.Env},
+	}, reg)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "data-access-api: logging:", err)
+		return 1
+	}
+	defer lg.Close(context.Background())
+	logger := lg.Slog()
+	logger.Info("starting", "config", cfg.Safe())
+
+	a, err := app.New(cfg, logger, reg, version)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "data-access-api:", err)
+		logger.Error("startup failed", "error", err.Error())
+		return 1
+	}
+	addr, err := a.Listen()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "data-access-api: listen:", err)
+		return 1
+	}
+	logger.Info("listening", "addr", addr.String())
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := a.Run(ctx); err != nil {
+		logger.Error("stopped", "error", err.Error())
+		return 1
+	}
+	logger.Info("stopped")
+	return 0
+}
+
+// localAddr turns a listen address into one the health probe can dial.
+func localAddr(addr string) string {
+	if addr == "" {
+		addr = ":8000"
+	}
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "127.0.0.1:8000"
+	}
+	if host == "" || host == "0.0.0.0" || host == "::" {
+		host = "127.0.0.1"
+	}
+	return net.JoinHostPort(host, port)
+}
