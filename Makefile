@@ -22,7 +22,8 @@ deps: ## Install what the tests need (Debian packages; idempotent)
 build: ## Build every service binary into bin/
 	@mkdir -p $(BIN)
 	@for m in $(MODULES); do \
-		if [ -d $$m/cmd ]; then echo "build $$m"; (cd $$m && CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/ ./cmd/...) || exit 1; fi; \
+		cgo=0; case $$m in */data-access-api) cgo=1;; esac; \
+		if [ -d $$m/cmd ]; then echo "build $$m"; (cd $$m && CGO_ENABLED=$$cgo $(GO) build -trimpath -o $(BIN)/ ./cmd/...) || exit 1; fi; \
 	done
 
 .PHONY: test
@@ -33,11 +34,14 @@ test: deps ## Run every module's tests with the race detector (unit, end to end,
 	done; \
 	echo "=== fuzz: envelope decoder for $(FUZZTIME)"; \
 	(cd shared && $(GO) test -run '^$$' -fuzz '^FuzzOpen$$' -fuzztime $(FUZZTIME) ./envelope 2>&1 | tail -n 3) || fail=1; \
+	echo "=== fuzz: SQL guard for $(FUZZTIME)"; \
+	(cd services/data-access-api && $(GO) test -run '^$$' -fuzz '^FuzzCheck$$' -fuzztime $(FUZZTIME) ./internal/guard 2>&1 | tail -n 3) || fail=1; \
 	bash scripts/test-summary.sh /tmp/flip-test-*.log; exit $$fail
 
 .PHONY: fuzz
-fuzz: ## Fuzz the envelope decoder for FUZZTIME (default 30s)
+fuzz: ## Fuzz the envelope decoder and the SQL guard for FUZZTIME each (default 30s)
 	cd shared && $(GO) test -run '^$$' -fuzz '^FuzzOpen$$' -fuzztime $(FUZZTIME) ./envelope
+	cd services/data-access-api && $(GO) test -run '^$$' -fuzz '^FuzzCheck$$' -fuzztime $(FUZZTIME) ./internal/guard
 
 .PHONY: check
 check: ## gofmt, go vet, staticcheck, go mod tidy diff, import guard, govulncheck
@@ -47,10 +51,15 @@ check: ## gofmt, go vet, staticcheck, go mod tidy diff, import guard, govulnchec
 bench: build ## Benchmarks with ratios to baselines measured in the same run (includes bench-dispatch)
 	@for m in $(MODULES); do (cd $$m && $(GO) test -run '^$$' -bench . -benchmem ./...) || exit 1; done
 	@$(MAKE) --no-print-directory bench-dispatch
+	@$(MAKE) --no-print-directory bench-cohort
 
 .PHONY: bench-dispatch
 bench-dispatch: build ## 2,000 no-op tasks dev-hub -> trust-api -> dev-hub: tasks/s, p50/p99 overhead, ratio to a bare round trip
 	@$(BIN)/bench-dispatch -trust-api $(BIN)/trust-api -dev-hub $(BIN)/dev-hub -tasks 2000
+
+.PHONY: bench-cohort
+bench-cohort: build ## POST /cohort at 1M synthetic persons vs a bare count and client-side aggregation; service peak RSS
+	@$(BIN)/bench-cohort -data-access-api $(BIN)/data-access-api -persons $${BENCH_PERSONS:-1000000}
 
 .PHONY: demo
 demo: build ## Start dev-hub and one trust-api, register the trust, run a task round trip

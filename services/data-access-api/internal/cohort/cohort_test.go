@@ -8,11 +8,16 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/flip-trust/node/services/data-access-api/internal/cohort"
 	"github.com/flip-trust/node/services/data-access-api/internal/pgtest"
 )
 
-var engine *cohort.Engine
+var (
+	engine   *cohort.Engine
+	pgtestDB *pgtest.DB
+)
 
 func TestMain(m *testing.M) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
@@ -21,6 +26,7 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, "postgres:", err)
 		os.Exit(1)
 	}
+	pgtestDB = db
 	code := 1
 	defer func() { db.Close(); cancel(); os.Exit(code) }()
 	if err := pgtest.ExecFile(ctx, db.AdminDSN, "../../testdata/fixture.sql"); err != nil {
@@ -162,5 +168,25 @@ func TestFoldSmall(t *testing.T) {
 		if got := cohort.FoldSmall(c.in, c.min); !reflect.DeepEqual(got, c.want) {
 			t.Errorf("FoldSmall(%v, %d) = %v, want %v", c.in, c.min, got, c.want)
 		}
+	}
+}
+
+// The decade expression agrees with FLIP's age() formula on every day of
+// birth over 140 years, including leap days and birthdays falling today.
+func TestDecadeExprMatchesAge(t *testing.T) {
+	c, err := pgx.Connect(context.Background(), pgtestDB.ReaderDSN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close(context.Background())
+	var n, mismatched int
+	q := fmt.Sprintf(`SELECT count(*), count(*) FILTER (WHERE (floor(date_part('year', age(current_date, b)) / 10) * 10)::int <> %s)
+FROM generate_series(current_date::timestamp - interval '140 years', current_date::timestamp, interval '1 day') AS g,
+     LATERAL (VALUES (g), (g + interval '13 hours'), (g - interval '1 microsecond')) AS v(b)`, cohort.DecadeExpr("b"))
+	if err := c.QueryRow(context.Background(), q).Scan(&n, &mismatched); err != nil {
+		t.Fatal(err)
+	}
+	if n < 150000 || mismatched != 0 {
+		t.Errorf("%d of %d birth times disagree with age()", mismatched, n)
 	}
 }

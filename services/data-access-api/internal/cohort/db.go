@@ -46,6 +46,7 @@ const (
 type Engine struct {
 	pool    *pgxpool.Pool
 	timeout time.Duration
+	workMem string
 	logger  *slog.Logger
 }
 
@@ -57,6 +58,9 @@ type Options struct {
 	MaxConns int
 	// QueryTimeout is each statement's statement_timeout.
 	QueryTimeout time.Duration
+	// WorkMem is each transaction's work_mem, enough for the statistics'
+	// hash aggregates to stay in memory (default 64MB).
+	WorkMem string
 	Logger       *slog.Logger
 }
 
@@ -76,6 +80,9 @@ func New(opts Options) (*Engine, error) {
 	if opts.Logger == nil {
 		opts.Logger = logging.Discard()
 	}
+	if opts.WorkMem == "" {
+		opts.WorkMem = "64MB"
+	}
 	cfg.MaxConns = int32(opts.MaxConns)
 	cfg.MinConns = 0
 	cfg.MaxConnIdleTime = 5 * time.Minute
@@ -92,7 +99,7 @@ func New(opts Options) (*Engine, error) {
 	if err != nil {
 		return nil, fmt.Errorf("database pool: %w", err)
 	}
-	return &Engine{pool: pool, timeout: opts.QueryTimeout, logger: opts.Logger}, nil
+	return &Engine{pool: pool, timeout: opts.QueryTimeout, workMem: opts.WorkMem, logger: opts.Logger}, nil
 }
 
 // Close closes the pool.
@@ -115,7 +122,7 @@ func (e *Engine) readOnly(ctx context.Context, fn func(tx pgx.Tx) error) error {
 	}
 	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
 	ms := strconv.FormatInt(e.timeout.Milliseconds(), 10)
-	if _, err := tx.Exec(ctx, "SELECT set_config('statement_timeout', $1, true)", ms); err != nil {
+	if _, err := tx.Exec(ctx, "SELECT set_config('statement_timeout', $1, true), set_config('work_mem', $2, true)", ms, e.workMem); err != nil {
 		return err
 	}
 	return fn(tx)

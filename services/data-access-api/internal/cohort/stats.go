@@ -138,7 +138,7 @@ func statisticsSQL(q string, s Shape) string {
 FROM flip_per__ s LEFT JOIN omop.person p ON %s
 GROUP BY 2, 3, 4, 5`,
 			"'g'", "(s.pid IS NULL)", "(p.person_id IS NOT NULL)",
-			"(floor(date_part('year', age(current_date, p.birth_datetime)) / 10) * 10)",
+			DecadeExpr("p.birth_datetime"),
 			"p.gender_source_value", "count(*)", "sum(s.n)", "ARRAY["+strings.Join(sums, ", ")+"]", join))
 	} else {
 		plain := make([]string, len(s.Columns))
@@ -161,6 +161,15 @@ GROUP BY 5`,
 	b.WriteString("\n")
 	b.WriteString(strings.Join(parts, "\nUNION ALL\n"))
 	return b.String()
+}
+
+// DecadeExpr is the age decade of a birth timestamp as of today: the same
+// value as floor(date_part('year', age(current_date, birth)) / 10) * 10 for
+// ages under 150, but found by a binary search over the decade boundaries
+// (computed once per statement) instead of interval arithmetic per row.
+func DecadeExpr(birth string) string {
+	return fmt.Sprintf("(10 * (15 - width_bucket(%s - interval '1 microsecond', "+
+		"ARRAY(SELECT current_date::timestamp - make_interval(years => 10 * k) FROM generate_series(15, 1, -1) AS k))))", birth)
 }
 
 func isNumeric(oid uint32) bool {
