@@ -61,7 +61,7 @@ type Options struct {
 	// WorkMem is each transaction's work_mem, enough for the statistics'
 	// hash aggregates to stay in memory (default 64MB).
 	WorkMem string
-	Logger       *slog.Logger
+	Logger  *slog.Logger
 }
 
 // New builds an Engine. It does not connect: the database may come up later,
