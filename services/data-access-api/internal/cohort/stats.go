@@ -107,69 +107,111 @@ type Stats struct {
 // column alias inside the statistics statement.
 func alias(i int) string { return "c" + strconv.Itoa(i+1) }
 
+// decades is the number of age-decade buckets of DecadeIndexExpr (0-9 ...
+// 150-159); one more bucket holds unknown birth dates.
+const decades = 16
+
 // statisticsSQL builds the single aggregate statement computing everything
 // FLIP's statistics response needs from the validated query q. The cohort's
-// rows never leave the database: the result is a few dozen rows.
+// rows never leave the database: the result is a handful of rows.
+//
+// The cohort is read exactly once, so PostgreSQL plans it inline with the
+// base tables' statistics. For a cohort with person_id, one grouping pass
+// yields a row per distinct subject (and, with accession_id, per distinct
+// accession), joined to person (age, sex) and image_occurrence (modality),
+// then folded by sex and modality only — columns the planner knows to have
+// few values, so the fold is a small hash aggregate — and by age decade
+// (OFFSET 0 keeps the decade computed once per subject). Each result row
+// carries:
+//
+//	by_pid, sex, modality, decade, subjects, found, studies, nrows, counts[]
+//
+// An accession-only cohort counts its subjects as the distinct persons of
+// its accessions in image_occurrence; see accessionSQL.
 func statisticsSQL(q string, s Shape) string {
+	if s.Person < 0 {
+		return accessionSQL(q, s)
+	}
 	var b strings.Builder
-	b.WriteString(strings.TrimSuffix(cohortCTE(q, s), "\n"))
+	b.WriteString(cohortCTE(q, s))
 	counts := make([]string, len(s.Columns))
 	sums := make([]string, len(s.Columns))
 	for i, c := range s.Columns {
 		counts[i] = fmt.Sprintf("count(%s) AS k%d", alias(c.Index), i)
-		sums[i] = fmt.Sprintf("sum(s.k%d)", i)
+		sums[i] = fmt.Sprintf("sum(k%d) FILTER (WHERE by_pid)", i)
 	}
+	pc := s.Columns[s.Person]
+	pid := alias(pc.Index)
+	join := "p.person_id = g.pid"
+	if !isNumeric(pc.OID) {
+		join = "p.person_id::text = g.pid::text"
+	}
+	var inner, imaging string
 	if s.Accession >= 0 {
 		a := alias(s.Columns[s.Accession].Index)
-		fmt.Fprintf(&b, ",\nflip_acc__ AS (SELECT DISTINCT %s::text AS acc FROM flip_cohort__ WHERE %s IS NOT NULL)", a, a)
-	}
-	const head = "SELECT %s::text AS kind, %s::bool AS nopid, %s::bool AS found, %s::int AS decade, %s::text AS label, %s::bigint AS subjects, %s::bigint AS nrows, %s::bigint[] AS counts"
-	var parts []string
-	if s.Person >= 0 {
-		pc := s.Columns[s.Person]
-		pid := alias(pc.Index)
-		fmt.Fprintf(&b, ",\nflip_per__ AS (SELECT %s AS pid, count(*) AS n, %s FROM flip_cohort__ GROUP BY %s)",
-			pid, strings.Join(counts, ", "), pid)
-		join := "p.person_id = s.pid"
-		if !isNumeric(pc.OID) {
-			join = "p.person_id::text = s.pid::text"
-		}
-		parts = append(parts, fmt.Sprintf(head+`
-FROM flip_per__ s LEFT JOIN omop.person p ON %s
-GROUP BY 2, 3, 4, 5`,
-			"'g'", "(s.pid IS NULL)", "(p.person_id IS NOT NULL)",
-			DecadeExpr("p.birth_datetime"),
-			"p.gender_source_value", "count(*)", "sum(s.n)", "ARRAY["+strings.Join(sums, ", ")+"]", join))
+		inner = fmt.Sprintf(`SELECT GROUPING(%s) = 0 AS by_pid, %s AS pid, %s::text AS acc, count(*) AS n, %s
+      FROM flip_cohort__ GROUP BY GROUPING SETS ((%s), (%s::text))`, pid, pid, a, strings.Join(counts, ", "), pid, a)
+		imaging = `,
+         io.image_occurrence_id IS NOT NULL AS study, COALESCE(c.concept_name, io.modality_concept_id::text)::text AS modality
+    FROM (` + inner + `) g
+    LEFT JOIN omop.person p ON g.by_pid AND ` + join + `
+    LEFT JOIN omop.image_occurrence io ON NOT g.by_pid AND io.accession_id = g.acc
+    LEFT JOIN omop.concept c ON c.concept_id = io.modality_concept_id`
 	} else {
-		plain := make([]string, len(s.Columns))
-		for i, c := range s.Columns {
-			plain[i] = "count(" + alias(c.Index) + ")"
-		}
-		parts = append(parts, fmt.Sprintf(head+"\nFROM flip_cohort__",
-			"'t'", "NULL", "NULL", "NULL", "NULL", "NULL", "count(*)", "ARRAY["+strings.Join(plain, ", ")+"]"))
-		parts = append(parts, fmt.Sprintf(head+"\nFROM omop.image_occurrence io JOIN flip_acc__ a ON io.accession_id = a.acc",
-			"'s'", "NULL", "NULL", "NULL", "NULL", "count(DISTINCT io.person_id)", "NULL", "NULL"))
+		inner = fmt.Sprintf(`SELECT true AS by_pid, %s AS pid, count(*) AS n, %s
+      FROM flip_cohort__ GROUP BY %s`, pid, strings.Join(counts, ", "), pid)
+		imaging = `,
+         false AS study, NULL::text AS modality
+    FROM (` + inner + `) g
+    LEFT JOIN omop.person p ON ` + join
 	}
-	if s.Accession >= 0 {
-		parts = append(parts, fmt.Sprintf(head+`
-FROM omop.image_occurrence io JOIN flip_acc__ a ON io.accession_id = a.acc
-LEFT JOIN omop.concept c ON c.concept_id = io.modality_concept_id
-GROUP BY 5`,
-			"'m'", "NULL", "NULL", "NULL", "COALESCE(c.concept_name, io.modality_concept_id::text)",
-			"count(DISTINCT io.image_occurrence_id)", "NULL", "NULL"))
-	}
-	b.WriteString("\n")
-	b.WriteString(strings.Join(parts, "\nUNION ALL\n"))
+	fmt.Fprintf(&b, `SELECT by_pid, sex, modality, CASE WHEN found THEN d END AS decade,
+  count(*) FILTER (WHERE by_pid AND pid IS NOT NULL) AS subjects,
+  count(*) FILTER (WHERE found) AS found,
+  count(*) FILTER (WHERE study) AS studies,
+  coalesce(sum(n) FILTER (WHERE by_pid), 0)::bigint AS nrows,
+  ARRAY[%s]::bigint[] AS counts
+FROM (SELECT g.*, g.by_pid AND p.person_id IS NOT NULL AS found, p.gender_source_value::text AS sex,
+         %s AS d%s
+    OFFSET 0) x
+GROUP BY 1, 2, 3, 4`, strings.Join(sums, ", "), DecadeIndexExpr("p.birth_datetime"), imaging)
 	return b.String()
 }
 
-// DecadeExpr is the age decade of a birth timestamp as of today: the same
-// value as floor(date_part('year', age(current_date, birth)) / 10) * 10 for
-// ages under 150, but found by a binary search over the decade boundaries
+// accessionSQL is statisticsSQL for a cohort without person_id: row and
+// column totals, studies per modality, and the distinct persons behind its
+// accessions, in the same columns (kind t, m and the grand-total row).
+func accessionSQL(q string, s Shape) string {
+	var b strings.Builder
+	b.WriteString(cohortCTE(q, s))
+	counts := make([]string, len(s.Columns))
+	sums := make([]string, len(s.Columns))
+	for i, c := range s.Columns {
+		counts[i] = fmt.Sprintf("count(%s) AS k%d", alias(c.Index), i)
+		sums[i] = fmt.Sprintf("sum(g.k%d)", i)
+	}
+	a := alias(s.Columns[s.Accession].Index)
+	fmt.Fprintf(&b, `SELECT g.total AS by_pid, NULL::text AS sex,
+  COALESCE(c.concept_name, io.modality_concept_id::text)::text AS modality, NULL::int AS decade,
+  count(DISTINCT io.person_id)::bigint AS subjects, 0::bigint AS found,
+  count(io.image_occurrence_id)::bigint AS studies,
+  coalesce(sum(g.n), 0)::bigint AS nrows, ARRAY[%s]::bigint[] AS counts
+FROM (SELECT GROUPING(%s::text) = 1 AS total, %s::text AS acc, count(*) AS n, %s
+      FROM flip_cohort__ GROUP BY GROUPING SETS ((%s::text), ())) g
+LEFT JOIN omop.image_occurrence io ON NOT g.total AND io.accession_id = g.acc
+LEFT JOIN omop.concept c ON c.concept_id = io.modality_concept_id
+GROUP BY GROUPING SETS ((1, 3), ())`, strings.Join(sums, ", "), a, a, strings.Join(counts, ", "), a)
+	return b.String()
+}
+
+// DecadeIndexExpr is the age decade index (age / 10, capped at 15) of a
+// birth timestamp as of today: 10 times it equals
+// floor(date_part('year', age(current_date, birth)) / 10) * 10 for ages under
+// 160, but it is found by a binary search over the decade boundaries
 // (computed once per statement) instead of interval arithmetic per row.
-func DecadeExpr(birth string) string {
-	return fmt.Sprintf("(10 * (15 - width_bucket(%s - interval '1 microsecond', "+
-		"ARRAY(SELECT current_date::timestamp - make_interval(years => 10 * k) FROM generate_series(15, 1, -1) AS k))))", birth)
+func DecadeIndexExpr(birth string) string {
+	return fmt.Sprintf("(15 - width_bucket(%s - interval '1 microsecond', "+
+		"ARRAY(SELECT current_date::timestamp - make_interval(years => 10 * k) FROM generate_series(15, 1, -1) AS k)))", birth)
 }
 
 func isNumeric(oid uint32) bool {
@@ -190,10 +232,10 @@ func (e *Engine) Statistics(ctx context.Context, q string, shape Shape, queryHas
 	sql := statisticsSQL(q, shape)
 	st := &Stats{}
 	counts := make([]int64, len(shape.Columns))
-	ages := map[int]int64{}
-	unknownAge := int64(0)
+	ages := make([]int64, decades+1)
 	sexes := map[string]int64{}
-	var modalities []Result
+	modalities := map[string]int64{}
+	accessionOnly := shape.Person < 0
 	err := e.readOnly(ctx, func(tx pgx.Tx) error {
 		rows, err := tx.Query(ctx, sql)
 		if err != nil {
@@ -202,41 +244,41 @@ func (e *Engine) Statistics(ctx context.Context, q string, shape Shape, queryHas
 		defer rows.Close()
 		for rows.Next() {
 			var (
-				kind         string
-				nopid, found *bool
-				decade       *int32
-				label        *string
-				subjects, n  *int64
-				ks           []*int64
+				byPID                       *bool
+				sex, modality               *string
+				decade                      *int32
+				subjects, found, studies, n int64
+				ks                          []*int64
 			)
-			if err := rows.Scan(&kind, &nopid, &found, &decade, &label, &subjects, &n, &ks); err != nil {
+			if err := rows.Scan(&byPID, &sex, &modality, &decade, &subjects, &found, &studies, &n, &ks); err != nil {
 				return err
 			}
-			switch kind {
-			case "g", "t":
-				st.Rows += val(n)
-				for i, k := range ks {
-					if i < len(counts) {
-						counts[i] += val(k)
+			switch {
+			case accessionOnly && byPID == nil: // the grand total
+				st.Subjects = subjects
+			case accessionOnly && *byPID: // row and column totals
+				st.Rows = n
+				addAll(counts, ks)
+			case accessionOnly:
+				if studies > 0 {
+					modalities[labelOf(modality)] += studies
+				}
+			case *byPID:
+				st.Rows += n
+				st.Subjects += subjects
+				addAll(counts, ks)
+				if found > 0 {
+					sexes[labelOf(sex)] += found
+					if decade != nil && *decade >= 0 && int(*decade) < decades {
+						ages[*decade] += found
+					} else {
+						ages[decades] += found
 					}
 				}
-				if kind == "t" || *nopid {
-					continue
+			default:
+				if studies > 0 {
+					modalities[labelOf(modality)] += studies
 				}
-				st.Subjects += val(subjects)
-				if !*found {
-					continue
-				}
-				if decade == nil {
-					unknownAge += val(subjects)
-				} else {
-					ages[int(*decade)] += val(subjects)
-				}
-				sexes[labelOf(label)] += val(subjects)
-			case "s":
-				st.Subjects = val(subjects)
-			case "m":
-				modalities = append(modalities, Result{Value: labelOf(label), Count: val(subjects)})
 			}
 		}
 		return rows.Err()
@@ -257,17 +299,14 @@ func (e *Engine) Statistics(ctx context.Context, q string, shape Shape, queryHas
 	}
 	st.Charts = append(st.Charts, Chart{Name: ChartCounts, Results: orEmpty(countRes)}, Chart{Name: ChartNulls, Results: orEmpty(nullRes)})
 	if shape.Person >= 0 {
-		decades := make([]int, 0, len(ages))
-		for d := range ages {
-			decades = append(decades, d)
+		age := make([]Result, 0, decades+1)
+		for d := 0; d < decades; d++ {
+			if ages[d] > 0 {
+				age = append(age, Result{Value: fmt.Sprintf("%d-%d", 10*d, 10*d+9), Count: ages[d]})
+			}
 		}
-		sort.Ints(decades)
-		age := make([]Result, 0, len(decades)+1)
-		for _, d := range decades {
-			age = append(age, Result{Value: fmt.Sprintf("%d-%d", d, d+9), Count: ages[d]})
-		}
-		if unknownAge > 0 {
-			age = append(age, Result{Value: UnknownLabel, Count: unknownAge})
+		if ages[decades] > 0 {
+			age = append(age, Result{Value: UnknownLabel, Count: ages[decades]})
 		}
 		sex := make([]Result, 0, len(sexes))
 		for k, v := range sexes {
@@ -277,8 +316,12 @@ func (e *Engine) Statistics(ctx context.Context, q string, shape Shape, queryHas
 		st.Charts = append(st.Charts, Chart{Name: ChartAge, Results: age}, Chart{Name: ChartSex, Results: sex})
 	}
 	if shape.Accession >= 0 {
-		sortByCount(modalities)
-		st.Charts = append(st.Charts, Chart{Name: ChartModality, Results: orEmpty(modalities)})
+		mod := make([]Result, 0, len(modalities))
+		for k, v := range modalities {
+			mod = append(mod, Result{Value: k, Count: v})
+		}
+		sortByCount(mod)
+		st.Charts = append(st.Charts, Chart{Name: ChartModality, Results: mod})
 	}
 	return st, nil
 }
@@ -330,6 +373,15 @@ func orEmpty(rs []Result) []Result {
 		return []Result{}
 	}
 	return rs
+}
+
+// addAll adds the non-null values of src to dst, position by position.
+func addAll(dst []int64, src []*int64) {
+	for i, v := range src {
+		if i < len(dst) && v != nil {
+			dst[i] += *v
+		}
+	}
 }
 
 func val(p *int64) int64 {
