@@ -40,11 +40,11 @@ const imagingQuery = `SELECT p.person_id, io.accession_id, io.modality_concept_i
 FROM person p JOIN image_occurrence io ON io.person_id = p.person_id`
 
 var (
-	db     *pgtest.DB
+	db *pgtest.DB
 	// cloneAdmin and cloneReader reach a copy of the fixture that tests may change.
 	cloneAdmin, cloneReader string
-	engine *cohort.Engine
-	cipher *envelope.Cipher
+	engine                  *cohort.Engine
+	cipher                  *envelope.Cipher
 )
 
 func TestMain(m *testing.M) {

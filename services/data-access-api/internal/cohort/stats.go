@@ -384,13 +384,6 @@ func addAll(dst []int64, src []*int64) {
 	}
 }
 
-func val(p *int64) int64 {
-	if p == nil {
-		return 0
-	}
-	return *p
-}
-
 func labelOf(p *string) string {
 	if p == nil || *p == "" {
 		return UnknownLabel
