@@ -201,3 +201,14 @@ func ProbeHealth(ctx context.Context, url string) int {
 	}
 	return 0
 }
+
+// LocalHealthURL is the /health URL a container healthcheck probes for a
+// service listening on addr (":8000", "0.0.0.0:9000"...): always loopback,
+// on addr's port, or on defaultPort when addr is empty or has none.
+func LocalHealthURL(addr, defaultPort string) string {
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil || port == "" {
+		port = defaultPort
+	}
+	return "http://" + net.JoinHostPort("127.0.0.1", port) + "/health"
+}

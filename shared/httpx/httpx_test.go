@@ -701,3 +701,18 @@ func TestAccessLog(t *testing.T) {
 		t.Fatalf("access log leaks raw path or query:\n%s", out)
 	}
 }
+
+func TestLocalHealthURL(t *testing.T) {
+	cases := map[string]string{
+		"":             "http://127.0.0.1:8000/health",
+		":9000":        "http://127.0.0.1:9000/health",
+		"0.0.0.0:9001": "http://127.0.0.1:9001/health",
+		"[::]:9002":    "http://127.0.0.1:9002/health",
+		"garbage":      "http://127.0.0.1:8000/health",
+	}
+	for addr, want := range cases {
+		if got := LocalHealthURL(addr, "8000"); got != want {
+			t.Errorf("LocalHealthURL(%q) = %q, want %q", addr, got, want)
+		}
+	}
+}

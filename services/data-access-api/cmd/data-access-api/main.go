@@ -10,7 +10,6 @@ import (
 	"context"
 	"flag"
 	"fmt"
-	"net"
 	"os"
 	"os/signal"
 	"strings"
@@ -35,7 +34,7 @@ func run() int {
 		return 1
 	}
 	if *probe {
-		return httpx.ProbeHealth(context.Background(), "http://"+localAddr(os.Getenv("DATA_ACCESS_API_ADDR"))+"/health")
+		return httpx.ProbeHealth(context.Background(), httpx.LocalHealthURL(os.Getenv("DATA_ACCESS_API_ADDR"), "8000"))
 	}
 	cfg, err := config.Load(os.Getenv)
 	if err != nil {
@@ -79,19 +78,4 @@ func run() int {
 	}
 	logger.Info("stopped")
 	return 0
-}
-
-// localAddr turns a listen address into one the health probe can dial.
-func localAddr(addr string) string {
-	if addr == "" {
-		addr = ":8000"
-	}
-	host, port, err := net.SplitHostPort(addr)
-	if err != nil {
-		return "127.0.0.1:8000"
-	}
-	if host == "" || host == "0.0.0.0" || host == "::" {
-		host = "127.0.0.1"
-	}
-	return net.JoinHostPort(host, port)
 }

@@ -12,7 +12,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"net"
 	"os"
 	"os/signal"
 	"strings"
@@ -39,7 +38,7 @@ func run() int {
 		return 1
 	}
 	if *probe {
-		return httpx.ProbeHealth(context.Background(), "http://"+localAddr(os.Getenv("TRUST_API_ADDR"))+"/health")
+		return httpx.ProbeHealth(context.Background(), httpx.LocalHealthURL(os.Getenv("TRUST_API_ADDR"), "8000"))
 	}
 
 	cfg, err := config.Load(os.Getenv)
@@ -86,16 +85,4 @@ func run() int {
 	}
 	logger.Info("trust-api stopped")
 	return 0
-}
-
-// localAddr turns TRUST_API_ADDR (default :8000) into a loopback host:port.
-func localAddr(addr string) string {
-	if addr == "" {
-		addr = ":8000"
-	}
-	_, port, err := net.SplitHostPort(addr)
-	if err != nil || port == "" {
-		port = "8000"
-	}
-	return net.JoinHostPort("127.0.0.1", port)
 }
