@@ -2,6 +2,7 @@ package cohort_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"reflect"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/flip-trust/node/services/data-access-api/internal/cohort"
 	"github.com/flip-trust/node/services/data-access-api/internal/pgtest"
+	"github.com/flip-trust/node/shared/httpx"
 )
 
 var (
@@ -188,5 +190,76 @@ FROM generate_series(current_date::timestamp - interval '140 years', current_dat
 	}
 	if n < 150000 || mismatched != 0 {
 		t.Errorf("%d of %d birth times disagree with age()", mismatched, n)
+	}
+}
+
+// slowQuery runs for minutes unless stopped.
+const slowQuery = `SELECT 1 AS person_id FROM pg_sleep(30)`
+
+// A statement over the timeout is stopped by the server and answers 504.
+func TestStatementTimeout(t *testing.T) {
+	e, err := cohort.New(cohort.Options{DSN: pgtestDB.ReaderDSN, MaxConns: 1, QueryTimeout: 300 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	ctx := context.Background()
+	shape, err := e.Describe(ctx, slowQuery, "slow")
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	_, err = e.Statistics(ctx, slowQuery, shape, "slow")
+	var he *httpx.Error
+	if !errors.As(err, &he) || he.Status != 504 {
+		t.Fatalf("want a 504, got %v", err)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("timeout took %s", d)
+	}
+}
+
+// A caller that goes away cancels its statement in the server.
+func TestCancellationStopsTheQuery(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	shape, err := engine.Describe(ctx, slowQuery, "slow")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := engine.Statistics(ctx, slowQuery, shape, "slow")
+		done <- err
+	}()
+	admin, err := pgx.Connect(context.Background(), pgtestDB.AdminDSN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close(context.Background())
+	running := func() int {
+		var n int
+		_ = admin.QueryRow(context.Background(), `SELECT count(*) FROM pg_stat_activity
+WHERE state = 'active' AND query LIKE '%pg_sleep(30)%' AND pid <> pg_backend_pid()`).Scan(&n)
+		return n
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for running() == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the statement never started")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	cancel()
+	cancelled := time.Now()
+	if err := <-done; err == nil {
+		t.Fatal("a cancelled statement returned no error")
+	}
+	t.Logf("returned %s after the cancellation", time.Since(cancelled))
+	deadline = time.Now().Add(3 * time.Second)
+	for running() > 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the statement still runs in the server after its caller went away")
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }

@@ -150,6 +150,20 @@ func (h *hub) get(t *testing.T, path string, v any) {
 	}
 }
 
+func getJSON(t *testing.T, url string) map[string]any {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var m map[string]any
+	if err := json.NewDecoder(resp.Body).Decode(&m); err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
 func lastField(s string) string {
 	f := strings.Fields(s)
 	if len(f) == 0 {
@@ -203,6 +217,9 @@ func TestCohortTasksThroughTrustAPI(t *testing.T) {
 		"COHORT_SNAPSHOT_DIR=" + snapDir, "COHORT_QUERY_TIMEOUT_SECONDS=30",
 	})
 	waitHTTP(t, "http://"+dapiAddr+"/health")
+	if health := getJSON(t, "http://"+dapiAddr+"/health"); health["database"] != "ok" || health["status"] != "ok" {
+		t.Errorf("/health: %v", health)
+	}
 	start(t, "trust-api", bins["trust-api"], []string{
 		"CENTRAL_HUB_API_URL=" + kit["CENTRAL_HUB_API_URL"], "TRUST_API_KEY=" + kit["TRUST_API_KEY"],
 		"TRUST_API_KEY_HEADER=Authorization", "AES_KEY_BASE64=" + kit["AES_KEY_BASE64"],
@@ -283,6 +300,9 @@ func TestCohortTasksThroughTrustAPI(t *testing.T) {
 	}
 	if code, detail := post(); code != 503 || !strings.Contains(detail, "unavailable") {
 		t.Errorf("database down: %d %s", code, detail)
+	}
+	if health := getJSON(t, "http://"+dapiAddr+"/health"); health["database"] != "unavailable" || health["status"] != "ok" {
+		t.Errorf("/health while the database is down: %v", health)
 	}
 	restarted, err := pgcluster.Start(ctx, pgcluster.Options{Dir: db.Cluster.Dir, Port: db.Cluster.Port})
 	if err != nil {
