@@ -113,16 +113,14 @@ const decades = 16
 
 // statisticsSQL builds the single aggregate statement computing everything
 // FLIP's statistics response needs from the validated query q. The cohort's
-// rows never leave the database: the result is a handful of rows.
+// rows never leave the database: the result is a few dozen rows.
 //
-// The cohort is read exactly once, so PostgreSQL plans it inline with the
-// base tables' statistics. For a cohort with person_id, one grouping pass
-// yields a row per distinct subject (and, with accession_id, per distinct
-// accession), joined to person (age, sex) and image_occurrence (modality),
-// then folded by sex and modality only — columns the planner knows to have
-// few values, so the fold is a small hash aggregate — and by age decade
-// (OFFSET 0 keeps the decade computed once per subject). Each result row
-// carries:
+// The cohort is a NOT MATERIALIZED CTE, so every branch plans it inline with
+// the base tables' statistics (and in parallel where PostgreSQL can): once
+// for the row and column totals, once as the person ids whose persons are
+// counted by sex and age decade (a semi-join, so each subject counts once),
+// and once as the accessions whose studies are counted per modality. Each
+// result row carries:
 //
 //	by_pid, sex, modality, decade, subjects, found, studies, nrows, counts[]
 //
@@ -133,48 +131,33 @@ func statisticsSQL(q string, s Shape) string {
 		return accessionSQL(q, s)
 	}
 	var b strings.Builder
-	b.WriteString(cohortCTE(q, s))
+	b.WriteString(strings.Replace(cohortCTE(q, s), " AS (\n", " AS NOT MATERIALIZED (\n", 1))
 	counts := make([]string, len(s.Columns))
-	sums := make([]string, len(s.Columns))
 	for i, c := range s.Columns {
-		counts[i] = fmt.Sprintf("count(%s) AS k%d", alias(c.Index), i)
-		sums[i] = fmt.Sprintf("sum(k%d) FILTER (WHERE by_pid)", i)
+		counts[i] = fmt.Sprintf("count(%s)", alias(c.Index))
 	}
 	pc := s.Columns[s.Person]
 	pid := alias(pc.Index)
-	join := "p.person_id = g.pid"
+	in := "p.person_id IN (SELECT " + pid + " FROM flip_cohort__)"
 	if !isNumeric(pc.OID) {
-		join = "p.person_id::text = g.pid::text"
+		in = "p.person_id::text IN (SELECT " + pid + "::text FROM flip_cohort__)"
 	}
-	var inner, imaging string
+	fmt.Fprintf(&b, `SELECT true AS by_pid, NULL::text AS sex, NULL::text AS modality, NULL::int AS decade,
+  0::bigint AS subjects, 0::bigint AS found, 0::bigint AS studies, count(*)::bigint AS nrows, ARRAY[%s]::bigint[] AS counts
+FROM flip_cohort__
+UNION ALL
+SELECT true, p.gender_source_value::text, NULL, %s, count(*), count(*), 0, 0, NULL
+FROM omop.person p WHERE %s
+GROUP BY 2, 4`, strings.Join(counts, ", "), DecadeIndexExpr("p.birth_datetime"), in)
 	if s.Accession >= 0 {
 		a := alias(s.Columns[s.Accession].Index)
-		inner = fmt.Sprintf(`SELECT GROUPING(%s) = 0 AS by_pid, %s AS pid, %s::text AS acc, count(*) AS n, %s
-      FROM flip_cohort__ GROUP BY GROUPING SETS ((%s), (%s::text))`, pid, pid, a, strings.Join(counts, ", "), pid, a)
-		imaging = `,
-         io.image_occurrence_id IS NOT NULL AS study, COALESCE(c.concept_name, io.modality_concept_id::text)::text AS modality
-    FROM (` + inner + `) g
-    LEFT JOIN omop.person p ON g.by_pid AND ` + join + `
-    LEFT JOIN omop.image_occurrence io ON NOT g.by_pid AND io.accession_id = g.acc
-    LEFT JOIN omop.concept c ON c.concept_id = io.modality_concept_id`
-	} else {
-		inner = fmt.Sprintf(`SELECT true AS by_pid, %s AS pid, count(*) AS n, %s
-      FROM flip_cohort__ GROUP BY %s`, pid, strings.Join(counts, ", "), pid)
-		imaging = `,
-         false AS study, NULL::text AS modality
-    FROM (` + inner + `) g
-    LEFT JOIN omop.person p ON ` + join
+		fmt.Fprintf(&b, `
+UNION ALL
+SELECT false, NULL, COALESCE(c.concept_name, io.modality_concept_id::text)::text, NULL, 0, 0, count(*), 0, NULL
+FROM omop.image_occurrence io LEFT JOIN omop.concept c ON c.concept_id = io.modality_concept_id
+WHERE io.accession_id IN (SELECT %s::text FROM flip_cohort__)
+GROUP BY 3`, a)
 	}
-	fmt.Fprintf(&b, `SELECT by_pid, sex, modality, CASE WHEN found THEN d END AS decade,
-  count(*) FILTER (WHERE by_pid AND pid IS NOT NULL) AS subjects,
-  count(*) FILTER (WHERE found) AS found,
-  count(*) FILTER (WHERE study) AS studies,
-  coalesce(sum(n) FILTER (WHERE by_pid), 0)::bigint AS nrows,
-  ARRAY[%s]::bigint[] AS counts
-FROM (SELECT g.*, g.by_pid AND p.person_id IS NOT NULL AS found, p.gender_source_value::text AS sex,
-         %s AS d%s
-    OFFSET 0) x
-GROUP BY 1, 2, 3, 4`, strings.Join(sums, ", "), DecadeIndexExpr("p.birth_datetime"), imaging)
 	return b.String()
 }
 
