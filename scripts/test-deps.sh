@@ -12,11 +12,27 @@ command -v jq >/dev/null || need+=(jq)
 command -v gcc >/dev/null || need+=(gcc libc6-dev) # the race detector and the SQL parser need cgo
 # data-access-api's integration tests start their own PostgreSQL cluster
 compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || need+=(postgresql postgresql-contrib)
+# imaging-api's integration tests start their own PACS and staging Orthanc;
+# dcmtk's dcmdump checks the synthetic DICOM files
+orthanc_new=
+[[ -x /usr/sbin/Orthanc ]] || command -v Orthanc >/dev/null || { need+=(orthanc); orthanc_new=1; }
+command -v dcmdump >/dev/null || need+=(dcmtk)
 
 if ((${#need[@]})); then
 	if [[ $(id -u) -ne 0 ]]; then SUDO=sudo; else SUDO=; fi
 	echo "test-deps: installing ${need[*]}"
 	$SUDO apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}"
+	if [[ -n $orthanc_new ]]; then
+		# The package enables and starts a system Orthanc (ports 8042 and 4242)
+		# unless policy-rc.d forbids it. Tests run their own, so switch it off;
+		# failures here (no init system, service already stopped) are harmless.
+		if [[ -d /run/systemd/system ]]; then
+			$SUDO systemctl disable --now orthanc >/dev/null 2>&1 || true
+		else
+			$SUDO update-rc.d orthanc disable >/dev/null 2>&1 || true
+			$SUDO invoke-rc.d orthanc stop >/dev/null 2>&1 || $SUDO /etc/init.d/orthanc stop >/dev/null 2>&1 || true
+		fi
+	fi
 fi
 echo "test-deps: ok (go $(go env GOVERSION))"
