@@ -1,0 +1,167 @@
+// Package app is imaging-api's composition root for the native (Orthanc
+// staging) backend: the project registry, the import state machine and its
+// workers, the images cache and its sweeper, and the HTTP server.
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/flip-trust/node/services/imaging-api/internal/api"
+	"github.com/flip-trust/node/services/imaging-api/internal/cohortids"
+	"github.com/flip-trust/node/services/imaging-api/internal/config"
+	"github.com/flip-trust/node/services/imaging-api/internal/imagecache"
+	"github.com/flip-trust/node/services/imaging-api/internal/importer"
+	"github.com/flip-trust/node/services/imaging-api/internal/native"
+	"github.com/flip-trust/node/services/imaging-api/internal/orthanc"
+	"github.com/flip-trust/node/services/imaging-api/internal/projects"
+	"github.com/flip-trust/node/shared/envelope"
+	"github.com/flip-trust/node/shared/httpx"
+	"github.com/flip-trust/node/shared/mesh"
+)
+
+// Service is the name mesh tokens for this service are addressed to.
+const Service = "imaging-api"
+
+// App is a wired imaging-api.
+type App struct {
+	cfg      config.Config
+	logger   *slog.Logger
+	projects *projects.Store
+	importer *importer.Importer
+	cache    *imagecache.Cache
+	server   *httpx.Server
+	bg       sync.WaitGroup
+	bgCtx    context.Context
+	bgCancel context.CancelFunc
+	failing  atomic.Int32
+}
+
+// New builds the service. The XNAT backend is served by a later version;
+// this composition runs the native Orthanc backend.
+func New(cfg config.Config, logger *slog.Logger, reg *prometheus.Registry, build string) (*App, error) {
+	if cfg.Backend != config.BackendOrthanc {
+		return nil, fmt.Errorf("IMAGING_BACKEND=%s: only the orthanc backend is served by this build", cfg.Backend)
+	}
+	cipher, err := envelope.NewFromBase64(cfg.AESKeyBase64)
+	if err != nil {
+		return nil, fmt.Errorf("AES_KEY_BASE64: %w", err)
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("IMAGING_API_DATA_DIR: %w", err)
+	}
+	oc, err := orthanc.New(orthanc.Config{URL: cfg.OrthancURL, User: cfg.OrthancUser, Password: cfg.OrthancPassword})
+	if err != nil {
+		return nil, fmt.Errorf("ORTHANC_URL: %w", err)
+	}
+	cache, err := imagecache.New(cfg.ImagesDir, logger)
+	if err != nil {
+		return nil, fmt.Errorf("BASE_IMAGES_DOWNLOAD_DIR: %w", err)
+	}
+	reg0, err := projects.Open(filepath.Join(cfg.DataDir, "projects.db"))
+	if err != nil {
+		return nil, err
+	}
+	a := &App{cfg: cfg, logger: logger, projects: reg0, cache: cache}
+	backend := &native.Backend{Orthanc: oc, PACS: cfg.PACSModality, StagingAET: cfg.StagingAET, SharedBy: a.sharedBy}
+	a.importer, err = importer.Open(importer.Options{
+		Path: filepath.Join(cfg.DataDir, "imports.db"), Concurrency: cfg.ImportConcurrency, MaxAttempts: cfg.ImportAttempts,
+		BackoffMin: cfg.ImportBackoffMin, BackoffMax: cfg.ImportBackoffMax, StallTimeout: cfg.ImportStall, Logger: logger,
+	}, backend)
+	if err != nil {
+		_ = reg0.Close()
+		return nil, err
+	}
+	a.bgCtx, a.bgCancel = context.WithCancel(context.Background())
+
+	verifier := mesh.NewVerifier(Service, []byte(cfg.InternalKey), cfg.InternalKeyHeader, logger)
+	if !verifier.Configured() {
+		logger.Error("TRUST_INTERNAL_SERVICE_KEY is not set (or shorter than 32 bytes): every request but /health is refused")
+	}
+	version := cfg.Version(build)
+	health := func(context.Context) (int, any) {
+		dead := []string{}
+		if a.failing.Load() >= 3 {
+			dead = append(dead, "image_cache_retention:failing")
+		}
+		status := "ok"
+		if len(dead) > 0 {
+			status = "degraded"
+		}
+		return http.StatusOK, map[string]any{"status": status, "version": version, "dead_tasks": dead}
+	}
+	srvCfg := httpx.DefaultConfig(cfg.Addr)
+	srvCfg.WriteTimeout = 0 // downloads of large studies
+	a.server = httpx.NewServer(srvCfg, logger, reg, health)
+	api.New(api.Options{
+		Projects: reg0, Importer: a.importer, Orthanc: oc, PACS: cfg.PACSModality, StagingAET: cfg.StagingAET,
+		Cohorts: cohortids.New(cfg.DataAccessURL, cipher, mesh.NewSigner(Service, []byte(cfg.InternalKey)), mesh.ModeJWT, cfg.InternalKeyHeader),
+		Cache:   cache, Cipher: cipher, Verifier: verifier, ReimportEnabled: cfg.ReimportEnabled, Logger: logger,
+		Background: a.background,
+	}).Mount(a.server.Router())
+	return a, nil
+}
+
+// background runs fn on its own goroutine; Run waits for it on shutdown.
+func (a *App) background(fn func(ctx context.Context)) {
+	a.bg.Go(func() { fn(a.bgCtx) })
+}
+
+// sharedBy reports whether a project other than project holds studyUID.
+func (a *App) sharedBy(project, studyUID string) bool {
+	list, err := a.projects.List()
+	if err != nil {
+		return true // keep the study when in doubt
+	}
+	for _, p := range list {
+		if p.ID == project {
+			continue
+		}
+		recs, err := a.importer.Records(p.ID)
+		if err != nil {
+			return true
+		}
+		for _, r := range recs {
+			if r.StudyUID == studyUID && r.State != importer.StateFailed {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// Listen binds the listener early and returns its address.
+func (a *App) Listen() (net.Addr, error) { return a.server.Listen() }
+
+// Run starts the import workers and the cache sweeper and serves until ctx
+// ends; imports in flight resume at the next start.
+func (a *App) Run(ctx context.Context) error {
+	a.importer.Start(ctx)
+	if a.cfg.CacheRetention {
+		a.background(func(bg context.Context) {
+			sweepCtx, cancel := context.WithCancel(ctx)
+			defer cancel()
+			go func() { <-bg.Done(); cancel() }()
+			a.cache.RunSweeper(sweepCtx, a.cfg.CacheSweepInterval, a.cfg.CacheRetentionPeriod, func(n int) { a.failing.Store(int32(n)) })
+		})
+	}
+	err := a.server.Run(ctx)
+	a.bgCancel()
+	a.bg.Wait()
+	cerr := a.importer.Close()
+	perr := a.projects.Close()
+	if errors.Is(err, context.Canceled) {
+		err = nil
+	}
+	return errors.Join(err, cerr, perr)
+}
