@@ -17,6 +17,8 @@ compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || need+=(postgresql po
 orthanc_new=
 [[ -x /usr/sbin/Orthanc ]] || command -v Orthanc >/dev/null || { need+=(orthanc); orthanc_new=1; }
 command -v dcmdump >/dev/null || need+=(dcmtk)
+# imaging-api converts DICOM to NIfTI for FL jobs with dcm2niix
+command -v dcm2niix >/dev/null || need+=(dcm2niix)
 
 if ((${#need[@]})); then
 	if [[ $(id -u) -ne 0 ]]; then SUDO=sudo; else SUDO=; fi

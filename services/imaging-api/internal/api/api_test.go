@@ -226,6 +226,15 @@ func TestProvisionImportStatusDownloadDelete(t *testing.T) {
 			t.Errorf("%s is not a DICOM file", f)
 		}
 	}
+	// NIfTI, converted by dcm2niix, one volume per series.
+	var nifti struct{ Path string }
+	if code := s.do(http.MethodPost, "/download/images/net-1?resource_type=NIFTI", body, &nifti); code != 200 {
+		t.Fatalf("NIfTI download: %d", code)
+	}
+	volumes, _ := filepath.Glob(filepath.Join(nifti.Path, "scans", "*", "resources", "NIFTI", "files", "*.nii.gz"))
+	if len(volumes) != 2 {
+		t.Errorf("%d NIfTI volumes, want one per series (2)", len(volumes))
+	}
 	for name, b := range map[string]map[string]string{
 		"not imported": {"encrypted_central_hub_project_id": enc, "accession_id": "ACC-3"},
 		"traversal":    {"encrypted_central_hub_project_id": enc, "accession_id": "../x"},
