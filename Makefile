@@ -52,6 +52,7 @@ bench: build ## Benchmarks with ratios to baselines measured in the same run (in
 	@for m in $(MODULES); do (cd $$m && $(GO) test -run '^$$' -bench . -benchmem ./...) || exit 1; done
 	@$(MAKE) --no-print-directory bench-dispatch
 	@$(MAKE) --no-print-directory bench-cohort
+	@$(MAKE) --no-print-directory bench-imaging
 
 .PHONY: bench-dispatch
 bench-dispatch: build ## 2,000 no-op tasks dev-hub -> trust-api -> dev-hub: tasks/s, p50/p99 overhead, ratio to a bare round trip
@@ -60,6 +61,10 @@ bench-dispatch: build ## 2,000 no-op tasks dev-hub -> trust-api -> dev-hub: task
 .PHONY: bench-cohort
 bench-cohort: build ## POST /cohort at 1M synthetic persons vs a bare count and client-side aggregation; service peak RSS
 	@$(BIN)/bench-cohort -data-access-api $(BIN)/data-access-api -persons $${BENCH_PERSONS:-1000000}
+
+.PHONY: bench-imaging
+bench-imaging: ## 1,000 instances PACS -> staging through imaging-api vs straight C-MOVEs; download vs Orthanc's archive endpoint
+	@cd services/imaging-api && $(GO) run ./cmd/bench-imaging
 
 .PHONY: demo
 demo: build ## Start dev-hub and one trust-api, register the trust, run a task round trip
