@@ -75,6 +75,18 @@ func (e *KeySizeError) Error() string {
 	return fmt.Sprintf("AES key must be 32 bytes (AES-256-GCM), got %d", e.Size)
 }
 
+// Malformed reports whether err, from Open, means the input is not a usable
+// envelope — not an envelope at all, an unsupported version, a bad nonce or
+// an unknown key id — rather than one that failed authentication.
+func Malformed(err error) bool {
+	var (
+		uv *UnsupportedVersionError
+		ns *NonceSizeError
+		uk *UnknownKIDError
+	)
+	return errors.Is(err, ErrNotEnvelope) || errors.As(err, &uv) || errors.As(err, &ns) || errors.As(err, &uk)
+}
+
 // TaskContext is the context a task payload is sealed under.
 func TaskContext(taskType string) string { return "task:" + taskType }
 

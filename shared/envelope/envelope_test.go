@@ -279,3 +279,27 @@ func FuzzOpen(f *testing.F) {
 		}
 	})
 }
+
+func TestMalformed(t *testing.T) {
+	c, err := New(make([]byte, KeySize))
+	if err != nil {
+		t.Fatal(err)
+	}
+	good, _ := c.Seal([]byte("x"), "ctx")
+	other, _ := New(append(make([]byte, KeySize-1), 1))
+	cases := map[string]bool{
+		"not base64": true,
+		base64.StdEncoding.EncodeToString([]byte(`{"v": 2, "kid": "shared", "iv": "AAAAAAAAAAAAAAAA", "ct": "AAAA"}`)): true,
+		base64.StdEncoding.EncodeToString([]byte(`{"v": 1, "kid": "other", "iv": "AAAAAAAAAAAAAAAA", "ct": "AAAA"}`)): true,
+		base64.StdEncoding.EncodeToString([]byte(`{"v": 1, "kid": "shared", "iv": "AAAA", "ct": "AAAA"}`)):             true,
+	}
+	for in, want := range cases {
+		_, err := c.Open(in, "ctx")
+		if err == nil || Malformed(err) != want {
+			t.Errorf("Open(%q): %v, Malformed %v", in, err, Malformed(err))
+		}
+	}
+	if _, err := other.Open(good, "ctx"); err == nil || Malformed(err) {
+		t.Errorf("a wrong key is an authentication failure, not a malformed envelope: %v", err)
+	}
+}

@@ -486,15 +486,10 @@ func (a *API) openProjectID(enc string) (string, error) {
 	if err == nil {
 		return strings.ToLower(string(pt)), nil
 	}
-	var (
-		uv *envelope.UnsupportedVersionError
-		ns *envelope.NonceSizeError
-		uk *envelope.UnknownKIDError
-	)
 	switch {
 	case errors.Is(err, envelope.ErrAuthentication):
 		return "", httpx.NewError(http.StatusBadRequest, "Central Hub project id failed authentication")
-	case errors.Is(err, envelope.ErrNotEnvelope), errors.As(err, &uv), errors.As(err, &ns), errors.As(err, &uk):
+	case envelope.Malformed(err):
 		return "", httpx.Errorf(http.StatusBadRequest, "Central Hub project id is not a valid envelope: %s", err.Error())
 	}
 	return "", httpx.Errorf(http.StatusInternalServerError, "Failed to decrypt Central Hub project id (%T)", err)
