@@ -290,7 +290,7 @@ func TestMalformed(t *testing.T) {
 	cases := map[string]bool{
 		"not base64": true,
 		base64.StdEncoding.EncodeToString([]byte(`{"v": 2, "kid": "shared", "iv": "AAAAAAAAAAAAAAAA", "ct": "AAAA"}`)): true,
-		base64.StdEncoding.EncodeToString([]byte(`{"v": 1, "kid": "other", "iv": "AAAAAAAAAAAAAAAA", "ct": "AAAA"}`)): true,
+		base64.StdEncoding.EncodeToString([]byte(`{"v": 1, "kid": "other", "iv": "AAAAAAAAAAAAAAAA", "ct": "AAAA"}`)):  true,
 		base64.StdEncoding.EncodeToString([]byte(`{"v": 1, "kid": "shared", "iv": "AAAA", "ct": "AAAA"}`)):             true,
 	}
 	for in, want := range cases {
