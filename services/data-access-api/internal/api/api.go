@@ -45,7 +45,7 @@ const (
 // Engine is the database side the routes need (cohort.Engine).
 type Engine interface {
 	Describe(ctx context.Context, sql, queryHash string) (cohort.Shape, error)
-	Statistics(ctx context.Context, q string, shape cohort.Shape, queryHash string) (*cohort.Stats, error)
+	Statistics(ctx context.Context, q, queryHash string) (*cohort.Stats, cohort.Shape, error)
 	Freeze(ctx context.Context, q string, shape cohort.Shape, queryHash string, save func(c cohort.Counts, persons, accessions cohort.IDs) error) error
 	Stream(ctx context.Context, q, queryHash string, fn func(fields []FieldDescription, values []any) error) error
 	ImagingAccessions(ctx context.Context, ids []string) ([]string, int64, error)

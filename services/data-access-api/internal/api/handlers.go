@@ -65,18 +65,14 @@ func (a *API) statistics(r *http.Request) (StatisticsResponse, error) {
 	if !d.Permit {
 		return suppressed, nil
 	}
-	shape, err := a.o.Engine.Describe(ctx, safe, hash)
+	start := time.Now()
+	st, _, err := a.o.Engine.Statistics(ctx, safe, hash)
 	if err != nil {
 		return StatisticsResponse{}, err
 	}
-	if !shape.Countable() {
+	if st == nil {
 		log.Warn("cohort statistics suppressed: the query exposes neither person_id nor accession_id")
 		return suppressed, nil
-	}
-	start := time.Now()
-	st, err := a.o.Engine.Statistics(ctx, safe, shape, hash)
-	if err != nil {
-		return StatisticsResponse{}, err
 	}
 	if st.Subjects < int64(d.EffectiveThreshold) {
 		log.Info("cohort statistics suppressed below the disclosure floor", "elapsed_ms", time.Since(start).Milliseconds())

@@ -135,18 +135,12 @@ func (e *Engine) ImagingAccessions(ctx context.Context, ids []string) (kept []st
 	if len(ids) == 0 {
 		return nil, 0, nil
 	}
+	// One statement: the id list crosses the wire once.
 	err = e.readOnly(ctx, func(tx pgx.Tx) error {
-		rows, err := tx.Query(ctx, `SELECT DISTINCT io.accession_id COLLATE "C" FROM omop.image_occurrence io
-WHERE io.accession_id = ANY($1::text[]) ORDER BY 1`, ids)
-		if err != nil {
-			return err
-		}
-		kept, err = pgx.CollectRows(rows, pgx.RowTo[string])
-		if err != nil {
-			return err
-		}
-		return tx.QueryRow(ctx, `SELECT count(DISTINCT io.person_id) FROM omop.image_occurrence io
-WHERE io.accession_id = ANY($1::text[])`, ids).Scan(&subjects)
+		return tx.QueryRow(ctx, `SELECT
+  coalesce(array_agg(DISTINCT io.accession_id::text COLLATE "C" ORDER BY io.accession_id::text COLLATE "C"), '{}'),
+  count(DISTINCT io.person_id)
+FROM omop.image_occurrence io WHERE io.accession_id = ANY($1::text[])`, ids).Scan(&kept, &subjects)
 	})
 	return kept, subjects, e.classify(ctx, err, "")
 }

@@ -205,22 +205,31 @@ func isNumeric(oid uint32) bool {
 	return false
 }
 
-// Statistics runs the aggregate statement for the validated query q (whose
-// shape must be countable) and returns the raw statistics. Charts are not yet
-// disclosure-controlled: see Disclose.
-func (e *Engine) Statistics(ctx context.Context, q string, shape Shape, queryHash string) (*Stats, error) {
-	if !shape.Countable() {
-		return nil, fmt.Errorf("cohort: statistics need a %s or %s column", PersonColumn, AccessionColumn)
-	}
-	sql := statisticsSQL(q, shape)
-	st := &Stats{}
-	counts := make([]int64, len(shape.Columns))
-	ages := make([]int64, decades+1)
-	sexes := map[string]int64{}
-	modalities := map[string]int64{}
-	accessionOnly := shape.Person < 0
+// Statistics plans the validated query q and, when it exposes a subject
+// column, runs the aggregate statement on it and returns the raw statistics
+// with the query's shape; for an uncountable shape the statistics are nil.
+// Charts are not yet disclosure-controlled: see Disclose.
+func (e *Engine) Statistics(ctx context.Context, q, queryHash string) (*Stats, Shape, error) {
+	var (
+		shape         Shape
+		st            = &Stats{}
+		counts        []int64
+		ages          = make([]int64, decades+1)
+		sexes         = map[string]int64{}
+		modalities    = map[string]int64{}
+		accessionOnly bool
+	)
+	// The query is planned and aggregated in one transaction.
 	err := e.readOnly(ctx, func(tx pgx.Tx) error {
-		rows, err := tx.Query(ctx, sql)
+		sd, err := tx.Conn().Prepare(ctx, "", q)
+		if err != nil {
+			return err
+		}
+		if shape = shapeOf(sd.Fields); !shape.Countable() {
+			return nil
+		}
+		counts, accessionOnly = make([]int64, len(shape.Columns)), shape.Person < 0
+		rows, err := tx.Query(ctx, statisticsSQL(q, shape))
 		if err != nil {
 			return err
 		}
@@ -267,7 +276,10 @@ func (e *Engine) Statistics(ctx context.Context, q string, shape Shape, queryHas
 		return rows.Err()
 	})
 	if err != nil {
-		return nil, e.classify(ctx, err, queryHash)
+		return nil, shape, e.classify(ctx, err, queryHash)
+	}
+	if !shape.Countable() {
+		return nil, shape, nil
 	}
 	st.Subjects = min(st.Subjects, st.Rows)
 
@@ -306,7 +318,7 @@ func (e *Engine) Statistics(ctx context.Context, q string, shape Shape, queryHas
 		sortByCount(mod)
 		st.Charts = append(st.Charts, Chart{Name: ChartModality, Results: mod})
 	}
-	return st, nil
+	return st, shape, nil
 }
 
 // Disclose applies the small-cell rule to the distribution charts (Counts and
