@@ -75,9 +75,7 @@ func (a *API) serveDataframe(w http.ResponseWriter, r *http.Request) error {
 	f := &filter{persons: persons, accessions: accessions}
 	err = a.o.Engine.Stream(ctx, safe, m.QueryHash[:12], func(fields []FieldDescription, values []any) error {
 		if sp.cols == nil {
-			if err := f.bind(fields); err != nil {
-				return err
-			}
+			f.bind(fields)
 			if err := sp.start(f.names(fields), fields, f.keep); err != nil {
 				return err
 			}
@@ -124,7 +122,7 @@ type filter struct {
 	blocked             bool
 }
 
-func (f *filter) bind(fields []FieldDescription) error {
+func (f *filter) bind(fields []FieldDescription) {
 	f.person, f.accession = -1, -1
 	f.keep = make([]bool, len(fields))
 	seen := map[string]bool{}
@@ -148,7 +146,6 @@ func (f *filter) bind(fields []FieldDescription) error {
 		f.served = make([]uint64, (f.persons.Len()+63)/64)
 	}
 	f.servedAcc = map[string]bool{}
-	return nil
 }
 
 func (f *filter) names(fields []FieldDescription) []string {
@@ -311,7 +308,9 @@ func (s *spool) add(values []any) error {
 	return nil
 }
 
-// writeTo sends the spooled frame.
+// writeTo sends the spooled frame. An error before the status line is
+// returned; once the status is sent, a failing client only gets a truncated
+// body, which nothing here can report.
 func (s *spool) writeTo(w http.ResponseWriter) error {
 	if s.cw != nil {
 		s.cw.Flush()
@@ -326,6 +325,7 @@ func (s *spool) writeTo(w http.ResponseWriter) error {
 	}
 	rc := http.NewResponseController(w)
 	out := bufio.NewWriterSize(w, 64<<10)
+	defer out.Flush()
 	copyFile := func(f *os.File) error {
 		if _, err := f.Seek(0, io.SeekStart); err != nil {
 			return err
@@ -338,11 +338,9 @@ func (s *spool) writeTo(w http.ResponseWriter) error {
 		w.Header().Set("Content-Type", "text/csv; charset=utf-8")
 		w.WriteHeader(http.StatusOK)
 		if len(s.files) > 0 {
-			if err := copyFile(s.files[0]); err != nil {
-				return nil // the status is sent; the client sees a truncated body
-			}
+			_ = copyFile(s.files[0])
 		}
-		return ignore(out.Flush())
+		return nil
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(http.StatusOK)
@@ -354,17 +352,14 @@ func (s *spool) writeTo(w http.ResponseWriter) error {
 		key, _ := json.Marshal(name)
 		_, _ = out.Write(key)
 		_, _ = out.WriteString(":[")
-		if err := copyFile(s.files[i]); err != nil {
+		if copyFile(s.files[i]) != nil {
 			return nil
 		}
 		_ = out.WriteByte(']')
 	}
 	_, _ = out.WriteString("}\n")
-	return ignore(out.Flush())
+	return nil
 }
-
-// ignore drops an error that arrives after the status line has been sent.
-func ignore(error) error { return nil }
 
 func (s *spool) close() {
 	for _, f := range s.files {
