@@ -85,7 +85,7 @@ func run() error {
 	marker := filepath.Join(*dir, fmt.Sprintf("loaded-%d-%d", *persons, *seed))
 	if _, err := os.Stat(marker); err != nil {
 		fmt.Printf("loading %d synthetic persons (seed %d)...\n", *persons, *seed)
-		if err := cluster.Provision(ctx, readerPassword, true); err != nil {
+		if err := pgcluster.Provision(ctx, cluster, readerPassword, true); err != nil {
 			return err
 		}
 		res, err := synth.Load(ctx, cluster.SuperuserDSN(pgcluster.Database), synth.Options{Persons: *persons, Seed: *seed, Truncate: true})

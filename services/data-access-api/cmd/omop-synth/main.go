@@ -141,7 +141,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 			fmt.Fprintln(stderr, "omop-synth:", err)
 			return 1
 		}
-		if err := cl.Provision(ctx, c.readerPassword, true); err != nil {
+		if err := pgcluster.Provision(ctx, cl, c.readerPassword, true); err != nil {
 			fmt.Fprintf(stderr, "omop-synth: provision the cluster in %s: %v\n", cl.Dir, err)
 			return 1
 		}

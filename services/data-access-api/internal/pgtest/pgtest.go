@@ -49,7 +49,7 @@ func Start(ctx context.Context) (*DB, error) {
 		_ = os.RemoveAll(dir)
 		return nil, err
 	}
-	if err := c.Provision(ctx, ReaderPassword, false); err != nil {
+	if err := pgcluster.Provision(ctx, c, ReaderPassword, false); err != nil {
 		_ = c.Stop()
 		_ = os.RemoveAll(dir)
 		return nil, fmt.Errorf("provision: %w", err)

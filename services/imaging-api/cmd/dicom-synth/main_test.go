@@ -3,18 +3,10 @@ package main
 import (
 	"bytes"
 	"context"
-	"errors"
-	"fmt"
-	"net"
 	"net/http"
 	"os"
-	"os/exec"
-	"os/user"
 	"path/filepath"
-	"sort"
-	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -22,6 +14,7 @@ import (
 
 	"github.com/flip-trust/node/services/imaging-api/internal/dicomgen"
 	"github.com/flip-trust/node/services/imaging-api/internal/orthanctest"
+	"github.com/flip-trust/node/shared/pgserver"
 )
 
 // omopDDL is the OMOP schema the node's databases use.
@@ -211,90 +204,28 @@ INSERT INTO omop.image_occurrence (image_occurrence_id, person_id, image_occurre
 	if code != 0 || !strings.Contains(out, "done: 2 studies, 8 instances (0 new, 8 already stored)") {
 		t.Errorf("limited re-run: exit %d: %s", code, out)
 	}
-	code, out = runCmd(t, env, "-dsn", dsn+"x", "-orthanc", p.PACS.URL)
+	code, out = runCmd(t, env, "-dsn", strings.Replace(dsn, "dbname=postgres", "dbname=nosuchdb", 1), "-orthanc", p.PACS.URL)
 	if code != 1 {
 		t.Errorf("bad DSN: exit %d: %s", code, out)
 	}
 }
 
-// startPostgres runs a throw-away PostgreSQL server from the Debian
-// packages (as the postgres user when running as root) and returns a
-// superuser DSN to its postgres database.
+// startPostgres runs a throw-away PostgreSQL server (shared/pgserver) and
+// returns a superuser DSN to its postgres database.
 func startPostgres(t *testing.T) string {
 	t.Helper()
-	dirs, _ := filepath.Glob("/usr/lib/postgresql/*/bin/initdb")
-	if len(dirs) == 0 {
-		t.Fatal("PostgreSQL server binaries not found (install the postgresql package: make deps)")
-	}
-	sort.Strings(dirs)
-	bin := filepath.Dir(dirs[len(dirs)-1])
 	dir, err := os.MkdirTemp("", "dicom-synth-pg-")
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = os.RemoveAll(dir) })
-	if err := os.Chmod(dir, 0o711); err != nil {
+	if err := os.Chmod(dir, 0o711); err != nil { // the server may run as another user
 		t.Fatal(err)
 	}
-	data := filepath.Join(dir, "data")
-	var cred *syscall.Credential
-	if os.Geteuid() == 0 {
-		u, err := user.Lookup("postgres")
-		if err != nil {
-			t.Fatalf("running as root needs the postgres system user: %v", err)
-		}
-		uid, _ := strconv.Atoi(u.Uid)
-		gid, _ := strconv.Atoi(u.Gid)
-		cred = &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}
-		if err := os.Chown(dir, uid, gid); err != nil {
-			t.Fatal(err)
-		}
-	}
-	initdb := exec.Command(filepath.Join(bin, "initdb"), "-D", data, "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync")
-	initdb.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
-	if out, err := initdb.CombinedOutput(); err != nil {
-		t.Fatalf("initdb: %v: %s", err, out)
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	c, err := pgserver.Start(t.Context(), pgserver.Options{Dir: filepath.Join(dir, "pg")})
 	if err != nil {
 		t.Fatal(err)
 	}
-	port := l.Addr().(*net.TCPAddr).Port
-	_ = l.Close()
-	srv := exec.Command(filepath.Join(bin, "postgres"), "-D", data, "-p", strconv.Itoa(port), "-k", dir,
-		"-h", "127.0.0.1", "-c", "fsync=off")
-	srv.SysProcAttr = &syscall.SysProcAttr{Credential: cred, Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	var log bytes.Buffer
-	srv.Stdout, srv.Stderr = &log, &log
-	if err := srv.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- srv.Wait() }()
-	t.Cleanup(func() {
-		_ = syscall.Kill(-srv.Process.Pid, syscall.SIGQUIT)
-		select {
-		case <-exited:
-		case <-time.After(10 * time.Second):
-			_ = syscall.Kill(-srv.Process.Pid, syscall.SIGKILL)
-			<-exited
-		}
-	})
-	dsn := fmt.Sprintf("postgres://postgres@127.0.0.1:%d/postgres?sslmode=disable", port)
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		conn, err := pgx.Connect(t.Context(), dsn)
-		if err == nil {
-			_ = conn.Close(t.Context())
-			return dsn
-		}
-		select {
-		case werr := <-exited:
-			t.Fatalf("postgres exited: %v: %s", werr, log.String())
-		case <-time.After(50 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			t.Fatal(errors.Join(errors.New("postgres not ready"), err))
-		}
-	}
+	t.Cleanup(func() { _ = c.Stop() })
+	return c.SuperuserDSN("postgres")
 }

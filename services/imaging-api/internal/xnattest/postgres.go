@@ -2,20 +2,13 @@ package xnattest
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"net"
 	"os"
-	"os/exec"
-	osuser "os/user"
 	"path/filepath"
-	"sort"
-	"strconv"
-	"strings"
-	"syscall"
-	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/flip-trust/node/shared/pgserver"
 )
 
 // Schema creates XNAT's three DQR status tables with the columns imaging-api
@@ -108,66 +101,27 @@ func TruncateTables(ctx context.Context, db Execer) error {
 	return err
 }
 
-// Postgres is a private PostgreSQL server for tests, listening only on a
-// Unix socket in its own temporary directory, with an "xnat" database
-// holding the DQR tables. As root the server runs as the "postgres" system
-// user, since PostgreSQL refuses to run as root.
+// Postgres is a private PostgreSQL server holding the xnat database.
 type Postgres struct {
 	// DSN connects to the xnat database as the superuser.
-	DSN  string
-	dir  string
-	cmd  *exec.Cmd
-	done chan error
+	DSN     string
+	dir     string
+	cluster *pgserver.Cluster
 }
 
-// StartPostgres initialises and starts a server (about a second) from the
-// newest PostgreSQL server binaries under /usr/lib/postgresql (or
-// $PG_BINDIR), then creates the xnat database and Schema.
+// StartPostgres starts a server (about a second, shared/pgserver), then
+// creates the xnat database and Schema.
 func StartPostgres(ctx context.Context) (*Postgres, error) {
-	bin, err := pgBinDir()
-	if err != nil {
-		return nil, err
-	}
-	var cred *syscall.Credential
-	if os.Geteuid() == 0 {
-		u, err := osuser.Lookup("postgres")
-		if err != nil {
-			return nil, fmt.Errorf("running as root needs the postgres system user: %w", err)
-		}
-		uid, _ := strconv.Atoi(u.Uid)
-		gid, _ := strconv.Atoi(u.Gid)
-		cred = &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}
-	}
 	dir, err := os.MkdirTemp("", "xnattest-pg-")
 	if err != nil {
 		return nil, err
 	}
-	p := &Postgres{dir: dir, done: make(chan error, 1)}
+	p := &Postgres{dir: dir}
 	fail := func(err error) (*Postgres, error) {
 		_ = p.Close()
 		return nil, err
 	}
-	if err := os.Chmod(dir, 0o711); err != nil {
-		return fail(err)
-	}
-	cluster := filepath.Join(dir, "pg")
-	if err := os.Mkdir(cluster, 0o700); err != nil {
-		return fail(err)
-	}
-	if cred != nil {
-		if err := os.Chown(cluster, int(cred.Uid), int(cred.Gid)); err != nil {
-			return fail(err)
-		}
-	}
-	data := filepath.Join(cluster, "data")
-	initdb := exec.CommandContext(ctx, filepath.Join(bin, "initdb"), "-D", data, "-U", "postgres",
-		"--auth-local=trust", "--auth-host=reject", "-E", "UTF8", "--locale=C.UTF-8", "--no-sync")
-	initdb.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
-	if out, err := initdb.CombinedOutput(); err != nil {
-		return fail(fmt.Errorf("initdb: %w: %s", err, tail(string(out))))
-	}
-	port, err := freePort()
-	if err != nil {
+	if err := os.Chmod(dir, 0o711); err != nil { // the server may run as another user
 		return fail(err)
 	}
 	logf, err := os.Create(filepath.Join(dir, "postgres.log"))
@@ -175,27 +129,14 @@ func StartPostgres(ctx context.Context) (*Postgres, error) {
 		return fail(err)
 	}
 	defer logf.Close()
-	p.cmd = exec.Command(filepath.Join(bin, "postgres"), "-D", data, "-p", strconv.Itoa(port), "-k", cluster,
-		"-c", "listen_addresses=", "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off")
-	p.cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred, Setpgid: true}
-	p.cmd.Stdout, p.cmd.Stderr = logf, logf
-	if err := p.cmd.Start(); err != nil {
-		p.cmd = nil
-		return fail(fmt.Errorf("start postgres: %w", err))
-	}
-	go func() { p.done <- p.cmd.Wait() }()
-	admin := fmt.Sprintf("host=%s port=%d user=postgres dbname=postgres sslmode=disable", cluster, port)
-	conn, err := p.waitReady(ctx, admin)
-	if err != nil {
+	if p.cluster, err = pgserver.Start(ctx, pgserver.Options{Dir: filepath.Join(dir, "pg"), Log: logf}); err != nil {
 		return fail(err)
 	}
-	_, err = conn.Exec(ctx, "CREATE DATABASE xnat")
-	_ = conn.Close(ctx)
-	if err != nil {
+	if err := p.cluster.CreateDatabase(ctx, "xnat"); err != nil {
 		return fail(fmt.Errorf("create database: %w", err))
 	}
-	p.DSN = fmt.Sprintf("host=%s port=%d user=postgres dbname=xnat sslmode=disable", cluster, port)
-	conn, err = pgx.Connect(ctx, p.DSN)
+	p.DSN = p.cluster.SuperuserDSN("xnat")
+	conn, err := pgx.Connect(ctx, p.DSN)
 	if err != nil {
 		return fail(err)
 	}
@@ -206,77 +147,10 @@ func StartPostgres(ctx context.Context) (*Postgres, error) {
 	return p, nil
 }
 
-func (p *Postgres) waitReady(ctx context.Context, dsn string) (*pgx.Conn, error) {
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		conn, err := pgx.Connect(ctx, dsn)
-		if err == nil {
-			return conn, nil
-		}
-		select {
-		case werr := <-p.done:
-			p.cmd = nil
-			return nil, fmt.Errorf("postgres exited during startup (see %s): %v", filepath.Join(p.dir, "postgres.log"), werr)
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case <-time.After(50 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			return nil, fmt.Errorf("postgres not ready after 30s: %w", err)
-		}
-	}
-}
-
 // Close stops the server and removes its files.
 func (p *Postgres) Close() error {
-	if p.cmd != nil && p.cmd.Process != nil {
-		_ = p.cmd.Process.Signal(syscall.SIGINT)
-		select {
-		case <-p.done:
-		case <-time.After(15 * time.Second):
-			_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
-			<-p.done
-		}
-		p.cmd = nil
+	if p.cluster != nil {
+		_ = p.cluster.Stop()
 	}
 	return os.RemoveAll(p.dir)
-}
-
-func pgBinDir() (string, error) {
-	if d := os.Getenv("PG_BINDIR"); d != "" {
-		return d, nil
-	}
-	dirs, _ := filepath.Glob("/usr/lib/postgresql/*/bin")
-	sort.Slice(dirs, func(i, j int) bool { return pgVersion(dirs[i]) > pgVersion(dirs[j]) })
-	for _, d := range dirs {
-		if _, err := os.Stat(filepath.Join(d, "initdb")); err == nil {
-			return d, nil
-		}
-	}
-	if p, err := exec.LookPath("initdb"); err == nil {
-		return filepath.Dir(p), nil
-	}
-	return "", errors.New("PostgreSQL server binaries not found (install the postgresql package or set PG_BINDIR)")
-}
-
-func pgVersion(binDir string) int {
-	n, _ := strconv.Atoi(filepath.Base(filepath.Dir(binDir)))
-	return n
-}
-
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
-}
-
-func tail(s string) string {
-	lines := strings.Split(strings.TrimSpace(s), "\n")
-	if len(lines) > 5 {
-		lines = lines[len(lines)-5:]
-	}
-	return strings.Join(lines, "; ")
 }
