@@ -128,6 +128,9 @@ func (c Config) DSN() string {
 	return u.String()
 }
 
+// Logging returns LOG_LEVEL, LOKI_URL and ENV.
+func (c Config) Logging() (level, lokiURL, env string) { return c.LogLevel, c.LokiURL, c.Env }
+
 // Version is FLIP_RELEASE when set, else fallback (the build's version).
 func (c Config) Version(fallback string) string {
 	if c.Release != "" {

@@ -146,6 +146,9 @@ func (c Config) validate() error {
 	return errors.Join(errs...)
 }
 
+// Logging returns LOG_LEVEL, LOKI_URL and ENV.
+func (c Config) Logging() (level, lokiURL, env string) { return c.LogLevel, c.LokiURL, c.Env }
+
 // Version is FLIP_RELEASE when set, else fallback.
 func (c Config) Version(fallback string) string {
 	if c.Release != "" {
