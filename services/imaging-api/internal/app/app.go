@@ -117,27 +117,11 @@ func (a *App) background(fn func(ctx context.Context)) {
 	a.bg.Go(func() { fn(a.bgCtx) })
 }
 
-// sharedBy reports whether a project other than project holds studyUID.
+// sharedBy reports whether a project other than project holds studyUID;
+// when the journal cannot be read, the study is kept.
 func (a *App) sharedBy(project, studyUID string) bool {
-	list, err := a.projects.List()
-	if err != nil {
-		return true // keep the study when in doubt
-	}
-	for _, p := range list {
-		if p.ID == project {
-			continue
-		}
-		recs, err := a.importer.Records(p.ID)
-		if err != nil {
-			return true
-		}
-		for _, r := range recs {
-			if r.StudyUID == studyUID && r.State != importer.StateFailed {
-				return true
-			}
-		}
-	}
-	return false
+	held, err := a.importer.HeldElsewhere(studyUID, project)
+	return held || err != nil
 }
 
 // Listen binds the listener early and returns its address.

@@ -1007,3 +1007,30 @@ func TestRequeueWhileFinishing(t *testing.T) {
 		t.Fatal("the parked item never ran")
 	}
 }
+
+func TestHeldElsewhere(t *testing.T) {
+	be := newFake("a1")
+	im := open(t, be, nil)
+	for _, p := range []string{"A", "B"} {
+		if err := im.Enqueue(p, []string{"a1"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	im.Start(context.Background())
+	waitDone(t, im, "A", 1)
+	waitDone(t, im, "B", 1)
+	for _, except := range []string{"A", "B"} {
+		if held, err := im.HeldElsewhere(uid("a1"), except); err != nil || !held {
+			t.Errorf("HeldElsewhere(except %s) = %v, %v; want true", except, held, err)
+		}
+	}
+	if err := im.DeleteProject(context.Background(), "B"); err != nil {
+		t.Fatal(err)
+	}
+	if held, err := im.HeldElsewhere(uid("a1"), "A"); err != nil || held {
+		t.Errorf("a deleted project still holds the study: %v %v", held, err)
+	}
+	if held, _ := im.HeldElsewhere(uid("zz"), ""); held {
+		t.Error("an unknown study is held")
+	}
+}

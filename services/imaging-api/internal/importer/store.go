@@ -519,3 +519,28 @@ func (im *Importer) recover() ([]*item, int, error) {
 
 // errDeleted cancels the attempts of a project being deleted.
 var errDeleted = errors.New("project deleted")
+
+// HeldElsewhere reports whether a project other than except has studyUID
+// imported, or on its way (queued or moving), in one read of the journal.
+func (im *Importer) HeldElsewhere(studyUID, except string) (bool, error) {
+	held := false
+	err := im.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketRecords).ForEach(func(_, v []byte) error {
+			var r Record
+			if err := json.Unmarshal(v, &r); err != nil {
+				return fmt.Errorf("decode record: %w", err)
+			}
+			if r.StudyUID == studyUID && r.Project != except && r.State != StateFailed && r.State != StateQueueFailed {
+				held = true
+				return errStopScan
+			}
+			return nil
+		})
+	})
+	if errors.Is(err, errStopScan) {
+		err = nil
+	}
+	return held, err
+}
+
+var errStopScan = errors.New("stop scan")
