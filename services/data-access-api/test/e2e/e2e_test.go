@@ -9,7 +9,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -17,7 +16,6 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -25,6 +23,7 @@ import (
 	"github.com/flip-trust/node/services/data-access-api/internal/pgtest"
 	"github.com/flip-trust/node/shared/envelope"
 	"github.com/flip-trust/node/shared/mesh"
+	"github.com/flip-trust/node/shared/proctest"
 )
 
 const imagingQuery = `SELECT p.person_id, io.accession_id, io.modality_concept_id
@@ -47,75 +46,6 @@ func build(t *testing.T, dir string) map[string]string {
 		out[b.module] = path
 	}
 	return out
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-// start runs a child process for the test's lifetime; its output is shown
-// when the test fails.
-func start(t *testing.T, name, path string, env []string, args ...string) *exec.Cmd {
-	t.Helper()
-	cmd := exec.Command(path, args...)
-	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME")}, env...)
-	out := &syncBuffer{}
-	cmd.Stdout, cmd.Stderr = out, out
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start %s: %v", name, err)
-	}
-	done := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(done) }()
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		<-done
-		if t.Failed() {
-			s := out.String()
-			if len(s) > 6000 {
-				s = s[len(s)-6000:]
-			}
-			t.Logf("---- %s output ----\n%s", name, s)
-		}
-	})
-	return cmd
-}
-
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
-
-func waitHTTP(t *testing.T, url string) {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for time.Now().Before(deadline) {
-		if resp, err := http.Get(url); err == nil {
-			resp.Body.Close()
-			if resp.StatusCode < 500 {
-				return
-			}
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	t.Fatalf("%s not answering", url)
 }
 
 type hub struct {
@@ -193,11 +123,11 @@ func TestCohortTasksThroughTrustAPI(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	h := &hub{bin: bins["dev-hub"], addr: freeAddr(t), admin: freeAddr(t), token: "admin-token-for-tests-0123456789abcdef"}
+	h := &hub{bin: bins["dev-hub"], addr: proctest.FreeAddr(t), admin: proctest.FreeAddr(t), token: "admin-token-for-tests-0123456789abcdef"}
 	aesKey := "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="
-	start(t, "dev-hub", h.bin, []string{"DEV_HUB_ADDR=" + h.addr, "DEV_HUB_ADMIN_ADDR=" + h.admin, "DEV_HUB_ADMIN_TOKEN=" + h.token,
+	proctest.Start(t, "dev-hub", h.bin, []string{"DEV_HUB_ADDR=" + h.addr, "DEV_HUB_ADMIN_ADDR=" + h.admin, "DEV_HUB_ADMIN_TOKEN=" + h.token,
 		"DEV_HUB_DATA_DIR=" + t.TempDir(), "AES_KEY_BASE64=" + aesKey}, "serve")
-	waitHTTP(t, "http://"+h.admin+"/health")
+	proctest.WaitHTTP(t, "http://"+h.admin+"/health")
 	kit := map[string]string{}
 	sc := bufio.NewScanner(strings.NewReader(h.cli(t, "trust", "add", "--name", "e2e-omop", "--hub-url", "http://"+h.addr+"/api")))
 	for sc.Scan() {
@@ -207,8 +137,8 @@ func TestCohortTasksThroughTrustAPI(t *testing.T) {
 	}
 
 	snapDir := t.TempDir()
-	dapiAddr := freeAddr(t)
-	start(t, "data-access-api", bins["data-access-api"], []string{
+	dapiAddr := proctest.FreeAddr(t)
+	proctest.Start(t, "data-access-api", bins["data-access-api"], []string{
 		"DATA_ACCESS_API_ADDR=" + dapiAddr, "LOG_LEVEL=DEBUG",
 		"OMOP_DB_SERVICE_NAME=127.0.0.1", "OMOP_DB_PORT=" + strconv.Itoa(db.Cluster.Port), "OMOP_DB_SSLMODE=disable",
 		"DATA_ACCESS_POSTGRES_USER=" + pgcluster.Reader, "DATA_ACCESS_POSTGRES_PASSWORD=" + pgtest.ReaderPassword,
@@ -216,17 +146,17 @@ func TestCohortTasksThroughTrustAPI(t *testing.T) {
 		"TRUST_INTERNAL_SERVICE_KEY=" + kit["TRUST_INTERNAL_SERVICE_KEY"], "COHORT_QUERY_THRESHOLD=5",
 		"COHORT_SNAPSHOT_DIR=" + snapDir, "COHORT_QUERY_TIMEOUT_SECONDS=30",
 	})
-	waitHTTP(t, "http://"+dapiAddr+"/health")
+	proctest.WaitHTTP(t, "http://"+dapiAddr+"/health")
 	if health := getJSON(t, "http://"+dapiAddr+"/health"); health["database"] != "ok" || health["status"] != "ok" {
 		t.Errorf("/health: %v", health)
 	}
-	start(t, "trust-api", bins["trust-api"], []string{
+	proctest.Start(t, "trust-api", bins["trust-api"], []string{
 		"CENTRAL_HUB_API_URL=" + kit["CENTRAL_HUB_API_URL"], "TRUST_API_KEY=" + kit["TRUST_API_KEY"],
 		"TRUST_API_KEY_HEADER=Authorization", "AES_KEY_BASE64=" + kit["AES_KEY_BASE64"],
 		"TRUST_INTERNAL_SERVICE_KEY=" + kit["TRUST_INTERNAL_SERVICE_KEY"], "EXPECTED_TRUST_ID=" + kit["EXPECTED_TRUST_ID"],
 		"DATA_ACCESS_API_URL=http://" + dapiAddr, "IMAGING_API_URL=http://127.0.0.1:1", "XNAT_URL=http://127.0.0.1:1",
 		"OMOP_DB_HOST=127.0.0.1", "OMOP_DB_PORT=" + strconv.Itoa(db.Cluster.Port),
-		"POLL_INTERVAL_SECONDS=0.2", "HEARTBEAT_INTERVAL_SECONDS=0.5", "TRUST_API_ADDR=" + freeAddr(t),
+		"POLL_INTERVAL_SECONDS=0.2", "HEARTBEAT_INTERVAL_SECONDS=0.5", "TRUST_API_ADDR=" + proctest.FreeAddr(t),
 		"TRUST_API_DATA_DIR=" + t.TempDir(),
 	})
 

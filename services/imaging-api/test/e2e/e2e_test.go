@@ -19,13 +19,13 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/flip-trust/node/services/imaging-api/internal/orthanctest"
 	"github.com/flip-trust/node/shared/envelope"
 	"github.com/flip-trust/node/shared/mesh"
+	"github.com/flip-trust/node/shared/proctest"
 )
 
 const (
@@ -54,47 +54,6 @@ func build(t *testing.T, dir string) map[string]string {
 	return out
 }
 
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-func start(t *testing.T, name, path string, env []string, args ...string) {
-	t.Helper()
-	cmd := exec.Command(path, args...)
-	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME")}, env...)
-	out := &syncBuffer{}
-	cmd.Stdout, cmd.Stderr = out, out
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start %s: %v", name, err)
-	}
-	done := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(done) }()
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		<-done
-		if t.Failed() {
-			s := out.String()
-			if len(s) > 5000 {
-				s = s[len(s)-5000:]
-			}
-			t.Logf("---- %s output ----\n%s", name, s)
-		}
-	})
-}
-
 func run(t *testing.T, path string, env []string, args ...string) string {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
@@ -117,21 +76,6 @@ func freePort(t *testing.T) int {
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port
-}
-
-func waitHTTP(t *testing.T, url string) {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for time.Now().Before(deadline) {
-		if resp, err := http.Get(url); err == nil {
-			resp.Body.Close()
-			if resp.StatusCode < 500 {
-				return
-			}
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	t.Fatalf("%s not answering", url)
 }
 
 func lastField(s string) string {
@@ -188,10 +132,10 @@ func TestImagingFromTheHub(t *testing.T) {
 	// Hub, kit, services.
 	hubAddr, adminAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t)), fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	token := "admin-token-for-tests-0123456789abcdef"
-	start(t, "dev-hub", bins["dev-hub"], []string{"DEV_HUB_ADDR=" + hubAddr, "DEV_HUB_ADMIN_ADDR=" + adminAddr,
+	proctest.Start(t, "dev-hub", bins["dev-hub"], []string{"DEV_HUB_ADDR=" + hubAddr, "DEV_HUB_ADMIN_ADDR=" + adminAddr,
 		"DEV_HUB_ADMIN_TOKEN=" + token, "DEV_HUB_DATA_DIR=" + filepath.Join(tmp, "hub"),
 		"AES_KEY_BASE64=AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="}, "serve")
-	waitHTTP(t, "http://"+adminAddr+"/health")
+	proctest.WaitHTTP(t, "http://"+adminAddr+"/health")
 	cli := []string{"DEV_HUB_ADMIN_URL=http://" + adminAddr, "DEV_HUB_ADMIN_TOKEN=" + token}
 	kit := map[string]string{}
 	sc := bufio.NewScanner(strings.NewReader(run(t, bins["dev-hub"], cli, "trust", "add", "--name", "e2e-img", "--hub-url", "http://"+hubAddr+"/api")))
@@ -203,19 +147,19 @@ func TestImagingFromTheHub(t *testing.T) {
 	dapi, imaging := fmt.Sprintf("127.0.0.1:%d", freePort(t)), fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	images := filepath.Join(tmp, "images")
 	common := []string{"AES_KEY_BASE64=" + kit["AES_KEY_BASE64"], "TRUST_INTERNAL_SERVICE_KEY=" + kit["TRUST_INTERNAL_SERVICE_KEY"]}
-	start(t, "data-access-api", bins["data-access-api"], append([]string{"DATA_ACCESS_API_ADDR=" + dapi,
+	proctest.Start(t, "data-access-api", bins["data-access-api"], append([]string{"DATA_ACCESS_API_ADDR=" + dapi,
 		"OMOP_DB_SERVICE_NAME=127.0.0.1", "OMOP_DB_PORT=" + strconv.Itoa(pgPort), "OMOP_DB_SSLMODE=disable",
 		"DATA_ACCESS_POSTGRES_USER=data_analyst_reader", "DATA_ACCESS_POSTGRES_PASSWORD=reader-pw", "OMOP_POSTGRES_DB=omop",
 		"COHORT_SNAPSHOT_DIR=" + filepath.Join(tmp, "snapshots"), "COHORT_QUERY_THRESHOLD=5"}, common...))
-	start(t, "imaging-api", bins["imaging-api"], append([]string{"IMAGING_API_ADDR=" + imaging,
+	proctest.Start(t, "imaging-api", bins["imaging-api"], append([]string{"IMAGING_API_ADDR=" + imaging,
 		"IMAGING_API_DATA_DIR=" + filepath.Join(tmp, "imaging"), "ORTHANC_URL=" + pair.Staging.URL,
 		"ORTHANC_USERNAME=" + pair.Staging.User, "ORTHANC_PASSWORD=" + pair.Staging.Password,
 		"PACS_AETITLE=" + orthanctest.PACSAET, "STAGING_AETITLE=" + orthanctest.StagingAET,
 		"DATA_ACCESS_API_URL=http://" + dapi, "BASE_IMAGES_DOWNLOAD_DIR=" + images,
 		"IMPORT_BACKOFF_MIN_SECONDS=0.2", "IMPORT_BACKOFF_MAX_SECONDS=1"}, common...))
-	waitHTTP(t, "http://"+dapi+"/health")
-	waitHTTP(t, "http://"+imaging+"/health")
-	start(t, "trust-api", bins["trust-api"], append([]string{
+	proctest.WaitHTTP(t, "http://"+dapi+"/health")
+	proctest.WaitHTTP(t, "http://"+imaging+"/health")
+	proctest.Start(t, "trust-api", bins["trust-api"], append([]string{
 		"CENTRAL_HUB_API_URL=" + kit["CENTRAL_HUB_API_URL"], "TRUST_API_KEY=" + kit["TRUST_API_KEY"],
 		"TRUST_API_KEY_HEADER=Authorization", "EXPECTED_TRUST_ID=" + kit["EXPECTED_TRUST_ID"],
 		"DATA_ACCESS_API_URL=http://" + dapi, "IMAGING_API_URL=http://" + imaging, "XNAT_URL=http://127.0.0.1:1",
