@@ -10,7 +10,6 @@ import (
 	"net/http/httptest"
 	"os"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -25,6 +24,7 @@ import (
 	"github.com/flip-trust/node/shared/httpx"
 	"github.com/flip-trust/node/shared/logging"
 	"github.com/flip-trust/node/shared/mesh"
+	"github.com/flip-trust/node/shared/proctest"
 )
 
 const (
@@ -81,7 +81,7 @@ type env struct {
 	t     *testing.T
 	url   string
 	store *snapshot.Store
-	logs  *syncBuffer
+	logs  *proctest.Buffer
 }
 
 type setup struct {
@@ -96,7 +96,7 @@ func newEnv(t *testing.T, opts ...func(*setup)) *env {
 	for _, o := range opts {
 		o(&s)
 	}
-	logs := &syncBuffer{}
+	logs := &proctest.Buffer{}
 	logger, err := logging.New(logs, logging.Options{Service: "data-access-api"}, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -116,24 +116,6 @@ func newEnv(t *testing.T, opts ...func(*setup)) *env {
 	hs := httptest.NewServer(srv.Handler())
 	t.Cleanup(hs.Close)
 	return &env{t: t, url: hs.URL, store: store, logs: logs}
-}
-
-// syncBuffer collects log lines written by the server's goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 func withPolicy(p *policy.Policy) func(*setup) { return func(s *setup) { s.policy = p } }
