@@ -159,7 +159,7 @@ func run() error {
 	for i, uid := range uids {
 		key := imagecache.Key{Net: "net-1", Project: "bench", Accession: set[i].AccessionNumber, Assessor: "scan", Resource: native.ResourceDICOM}
 		if _, err := cache.Get(ctx, key, false, func(ctx context.Context, w io.Writer) error {
-			return native.Fetch(ctx, oc, uid, set[i].AccessionNumber, native.ResourceDICOM, cache.Base(), w)
+			return native.Fetch(ctx, oc, uid, set[i].AccessionNumber, native.ResourceDICOM, cache.Base(), "", w)
 		}); err != nil {
 			return err
 		}

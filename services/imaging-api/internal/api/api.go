@@ -1,7 +1,8 @@
-// Package api serves imaging-api's FLIP-compatible routes for the native
-// (Orthanc staging) backend: projects provisioned from the central hub, the
-// PACS ping and query, import status and reimport, downloads for FL jobs,
-// and users. Every route but /health needs the trust-internal credential.
+// Package api serves imaging-api's FLIP-compatible routes over a Backend
+// (the native Orthanc staging backend or XNAT): projects provisioned from
+// the central hub, the PACS ping, query and import, import status and
+// reimport, downloads and uploads for FL jobs, and users. Every route but
+// /health needs the trust-internal credential.
 package api
 
 import (
@@ -13,17 +14,11 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
-	"sync"
-	"time"
 
 	"github.com/go-chi/chi/v5"
 
 	"github.com/flip-trust/node/services/imaging-api/internal/cohortids"
 	"github.com/flip-trust/node/services/imaging-api/internal/imagecache"
-	"github.com/flip-trust/node/services/imaging-api/internal/importer"
-	"github.com/flip-trust/node/services/imaging-api/internal/native"
-	"github.com/flip-trust/node/services/imaging-api/internal/orthanc"
-	"github.com/flip-trust/node/services/imaging-api/internal/projects"
 	"github.com/flip-trust/node/shared/envelope"
 	"github.com/flip-trust/node/shared/httpx"
 	"github.com/flip-trust/node/shared/logging"
@@ -36,6 +31,7 @@ const (
 	DetailProjectNotFound = "Project not found"
 	DetailReimportOff     = "Reimport studies feature is not enabled"
 	DetailEmptyQuery      = "Query must not be empty"
+	DetailInternal        = "Internal server error"
 )
 
 // Cohorts returns a hub project's released accession ids.
@@ -45,11 +41,7 @@ type Cohorts interface {
 
 // Options configure New.
 type Options struct {
-	Projects        *projects.Store
-	Importer        *importer.Importer
-	Orthanc         *orthanc.Client
-	PACS            string
-	StagingAET      string
+	Backend         Backend
 	Cohorts         Cohorts
 	Cache           *imagecache.Cache
 	Cipher          *envelope.Cipher
@@ -62,10 +54,7 @@ type Options struct {
 }
 
 // API holds the routes' dependencies.
-type API struct {
-	o     Options
-	users sync.Map // email -> User (users known to this node)
-}
+type API struct{ o Options }
 
 // New builds the API.
 func New(o Options) *API {
@@ -91,79 +80,62 @@ func (a *API) Mount(r chi.Router) {
 		r.Get("/imaging/ping_pacs", httpx.Handle(a.ping))
 		r.Get("/imaging/ping_pacs/{pacs}", httpx.Handle(a.ping))
 		r.Get("/imaging/query_by_accession_number", httpx.Handle(a.query))
+		r.Post("/imaging/queue_image_import_request", httpx.Handle(a.queueImport))
 		r.Get("/retrieval/import_status_count/{id}", httpx.Handle(a.importStatus))
 		r.Put("/retrieval/reimport_imaging_project_studies/{id}", httpx.Handle(a.reimport))
 		r.Post("/download/images/{net}", httpx.Handle(a.download))
+		r.Put("/upload/images/{net}", httpx.Handle(a.upload))
 		r.Get("/users", httpx.Handle(a.listUsers))
 		r.Put("/users", httpx.Handle(a.updateUser))
 	})
 }
 
-// Project is FLIP's project shape.
-type Project struct {
-	PIFirstname string  `json:"pi_firstname"`
-	SecondaryID string  `json:"secondary_ID"`
-	PILastname  string  `json:"pi_lastname"`
-	Name        string  `json:"name"`
-	Description *string `json:"description"`
-	ID          string  `json:"ID"`
-	URI         string  `json:"URI"`
-}
-
-func projectOf(p projects.Project) Project {
-	d := p.Description
-	return Project{SecondaryID: p.HubProjectID, Name: p.Name, Description: &d, ID: p.ID, URI: "/data/projects/" + p.ID}
-}
-
-func (a *API) listProjects(*http.Request) ([]Project, error) {
-	list, err := a.o.Projects.List()
-	if err != nil {
-		return nil, err
+// storeError maps a Backend error to the caller's status; notFound is the
+// detail of a 404. Errors without a sentinel are logged and answered 500
+// without detail.
+func storeError(r *http.Request, err error, notFound string) error {
+	var he *httpx.Error
+	switch {
+	case err == nil:
+		return nil
+	case errors.As(err, &he):
+		return err
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		return err
+	case errors.Is(err, ErrNotFound):
+		if notFound == "" {
+			notFound = "Resource not found: " + err.Error()
+		}
+		return httpx.NewError(http.StatusNotFound, notFound)
+	case errors.Is(err, ErrExists):
+		return httpx.NewError(http.StatusConflict, err.Error())
+	case errors.Is(err, ErrInvalid):
+		return httpx.NewError(http.StatusBadRequest, err.Error())
+	case errors.Is(err, ErrPACSUnreachable):
+		return httpx.NewError(http.StatusBadGateway, "The PACS is unreachable.")
+	case errors.Is(err, ErrUnavailable):
+		return httpx.NewError(http.StatusBadGateway, "The imaging store is unavailable.")
+	case errors.Is(err, ErrUnsupported):
+		return httpx.NewError(http.StatusNotImplemented, err.Error())
 	}
-	out := make([]Project, 0, len(list))
-	for _, p := range list {
-		out = append(out, projectOf(p))
+	httpx.LoggerFrom(r.Context()).Error("imaging store call failed", "route", chi.RouteContext(r.Context()).RoutePattern(), "error", err.Error())
+	return httpx.NewError(http.StatusInternalServerError, DetailInternal)
+}
+
+func (a *API) listProjects(r *http.Request) ([]Project, error) {
+	out, err := a.o.Backend.ListProjects(r.Context())
+	if out == nil {
+		out = []Project{}
 	}
-	return out, nil
+	return out, storeError(r, err, "")
 }
 
-func (a *API) project(id string) (projects.Project, error) {
-	p, err := a.o.Projects.Get(id)
-	if errors.Is(err, projects.ErrNotFound) {
-		return p, httpx.NewError(http.StatusNotFound, DetailProjectNotFound)
-	}
-	return p, err
+func (a *API) project(r *http.Request) (Project, error) {
+	p, err := a.o.Backend.Project(r.Context(), chi.URLParam(r, "id"))
+	return p, storeError(r, err, DetailProjectNotFound)
 }
 
-func (a *API) getProject(r *http.Request) (Project, error) {
-	p, err := a.project(chi.URLParam(r, "id"))
-	return projectOf(p), err
-}
-
-// CentralHubProject is create-project-from-central-hub-project's body.
-type CentralHubProject struct {
-	ProjectID    string    `json:"project_id"`
-	TrustID      string    `json:"trust_id"`
-	ProjectName  string    `json:"project_name"`
-	Query        string    `json:"query"`
-	Users        []HubUser `json:"users"`
-	DicomToNifti *bool     `json:"dicom_to_nifti"`
-}
-
-// HubUser is a central hub user of a project.
-type HubUser struct {
-	ID         string `json:"id"`
-	Email      string `json:"email"`
-	IsDisabled bool   `json:"is_disabled"`
-}
-
-// CreatedProject is FLIP's provisioning answer.
-type CreatedProject struct {
-	ID           string `json:"ID"`
-	Name         string `json:"name"`
-	CreatedUsers []any  `json:"created_users"`
-	AddedUsers   []User `json:"added_users"`
-}
+func (a *API) getProject(r *http.Request) (Project, error) { return a.project(r) }
 
 // createFromHub provisions the imaging project of a hub project (once: a
 // repeat returns the same project) and imports its cohort in the background.
@@ -185,147 +157,112 @@ func (a *API) createFromHub(r *http.Request) (CreatedProject, error) {
 	if strings.TrimSpace(in.Query) == "" {
 		problems = append(problems, "query: required")
 	}
+	for i, u := range in.Users {
+		if !strings.Contains(u.Email, "@") {
+			problems = append(problems, fmt.Sprintf("users[%d].email: must be an email address", i))
+		}
+	}
 	if len(problems) > 0 {
 		return CreatedProject{}, httpx.NewError(http.StatusUnprocessableEntity, strings.Join(problems, "; "))
 	}
-	hubID := strings.ToLower(in.ProjectID)
-	toNifti := in.DicomToNifti == nil || *in.DicomToNifti
-	users := make([]projects.User, 0, len(in.Users))
-	for _, u := range in.Users {
-		users = append(users, projects.User(u))
-	}
-	p, created, err := a.o.Projects.Provision(hubID, projects.Project{
-		Name:         fmt.Sprintf("%s:%s-FL-Project", in.ProjectName, hubID),
-		Description:  "Project corresponding to central hub project " + hubID,
-		Query:        in.Query,
-		Users:        users,
-		DicomToNifti: toNifti,
-	})
+	in.ProjectID = strings.ToLower(in.ProjectID)
+	prov, err := a.o.Backend.Provision(r.Context(), in)
 	if err != nil {
-		return CreatedProject{}, err
+		return CreatedProject{}, storeError(r, err, "")
 	}
-	added := make([]User, 0, len(in.Users))
-	for _, u := range in.Users {
-		if !u.IsDisabled {
-			added = append(added, a.rememberUser(u.Email, true))
-		}
-	}
-	log := httpx.LoggerFrom(r.Context()).With("project", p.ID, "hub_project", hubID)
-	if created {
+	p := prov.Project
+	log := httpx.LoggerFrom(r.Context()).With("project", p.ID, "hub_project", in.ProjectID)
+	if prov.Created {
 		log.Info("imaging project provisioned; importing its cohort")
 	} else {
 		log.Info("imaging project already provisioned; resuming its import")
 	}
-	a.o.Background(func(ctx context.Context) { a.importCohort(ctx, p) })
-	return CreatedProject{ID: p.ID, Name: p.Name, CreatedUsers: []any{}, AddedUsers: added}, nil
+	query := in.Query
+	a.o.Background(func(ctx context.Context) { a.importCohort(ctx, p.ID, in.ProjectID, query) })
+	answer := prov.Answer
+	if answer.CreatedUsers == nil {
+		answer.CreatedUsers = []CreatedUser{}
+	}
+	if answer.AddedUsers == nil {
+		answer.AddedUsers = []User{}
+	}
+	return answer, nil
 }
 
-// importCohort fetches the project's released accession ids and queues them.
-func (a *API) importCohort(ctx context.Context, p projects.Project) {
-	ids, err := a.o.Cohorts.AccessionIDs(ctx, p.HubProjectID, p.Query)
+// importCohort fetches the project's released accession ids and imports them.
+func (a *API) importCohort(ctx context.Context, projectID, hubID, query string) {
+	ids, err := a.o.Cohorts.AccessionIDs(ctx, hubID, query)
 	if errors.Is(err, cohortids.ErrBelowThreshold) {
-		a.o.Logger.Warn("cohort below the trust's floor: nothing imported", "project", p.ID)
+		a.o.Logger.Warn("cohort below the trust's floor: nothing imported", "project", projectID)
 		return
 	}
 	if err != nil {
-		a.o.Logger.Error("cohort accession ids unavailable: nothing imported yet", "project", p.ID, "error", err.Error())
+		a.o.Logger.Error("cohort accession ids unavailable: nothing imported yet", "project", projectID, "error", err.Error())
 		return
 	}
-	if err := a.o.Importer.Enqueue(p.ID, ids); err != nil {
-		a.o.Logger.Error("import could not be queued", "project", p.ID, "error", err.Error())
+	if err := a.o.Backend.Import(ctx, projectID, ids); err != nil {
+		a.o.Logger.Error("import could not be queued", "project", projectID, "error", err.Error())
 		return
 	}
-	a.o.Logger.Info("cohort import queued", "project", p.ID, "accessions", len(ids))
+	a.o.Logger.Info("cohort import queued", "project", projectID, "accessions", len(ids))
 }
 
 func (a *API) deleteProject(r *http.Request) (Project, error) {
-	p, err := a.project(chi.URLParam(r, "id"))
-	if err != nil {
-		return Project{}, err
-	}
-	if err := a.o.Importer.DeleteProject(r.Context(), p.ID); err != nil {
-		httpx.LoggerFrom(r.Context()).Error("staged studies not all removed", "project", p.ID, "error", err.Error())
-		return Project{}, httpx.NewError(http.StatusInternalServerError, "Internal server error")
-	}
-	if _, err := a.o.Projects.Delete(p.ID); err != nil && !errors.Is(err, projects.ErrNotFound) {
-		return Project{}, err
-	}
-	return projectOf(p), nil
-}
-
-// PacsStatus is FLIP's ping answer.
-type PacsStatus struct {
-	PacsID     int   `json:"pacsId"`
-	Successful bool  `json:"successful"`
-	PingTime   int64 `json:"pingTime"`
-	Created    int64 `json:"created"`
-	Enabled    bool  `json:"enabled"`
-	Timestamp  int64 `json:"timestamp"`
-	ID         int   `json:"id"`
-	Disabled   int   `json:"disabled"`
+	p, err := a.o.Backend.DeleteProject(r.Context(), chi.URLParam(r, "id"))
+	return p, storeError(r, err, DetailProjectNotFound)
 }
 
 func (a *API) ping(r *http.Request) (PacsStatus, error) {
-	start := time.Now()
-	err := a.o.Orthanc.Echo(r.Context(), a.o.PACS)
-	if errors.Is(err, orthanc.ErrUnauthorized) {
-		return PacsStatus{}, err
-	}
-	now := time.Now().UnixMilli()
-	return PacsStatus{PacsID: 1, Successful: err == nil, PingTime: time.Since(start).Milliseconds(), Created: now,
-		Enabled: true, Timestamp: now, ID: 1}, nil
-}
-
-// Study is FLIP's C-FIND answer.
-type Study struct {
-	StudyInstanceUID  string   `json:"studyInstanceUid"`
-	StudyDescription  string   `json:"studyDescription"`
-	AccessionNumber   string   `json:"accessionNumber"`
-	StudyDate         string   `json:"studyDate"`
-	ModalitiesInStudy []string `json:"modalitiesInStudy"`
-	ReferringPhysName string   `json:"referringPhysicianName"`
-	Patient           Patient  `json:"patient"`
-}
-
-// Patient is the patient of a Study.
-type Patient struct {
-	ID   string `json:"id"`
-	Name string `json:"name"`
-	Sex  string `json:"sex"`
+	id := chi.URLParam(r, "pacs")
+	st, err := a.o.Backend.Ping(r.Context(), id)
+	return st, storeError(r, err, fmt.Sprintf("PACS with ID '%s' not found.", id))
 }
 
 func (a *API) query(r *http.Request) ([]Study, error) {
 	acc := r.URL.Query().Get("accession_number")
-	if !importer.ValidAccession(acc) {
+	if !imagecache.ValidSegment(acc) {
 		return nil, httpx.NewError(http.StatusUnprocessableEntity, "accession_number: must be a single segment of [A-Za-z0-9._~-]")
 	}
-	found, err := a.o.Orthanc.FindStudies(r.Context(), a.o.PACS, acc)
-	if err != nil {
-		return nil, pacsError(err)
+	out, err := a.o.Backend.Query(r.Context(), acc)
+	if out == nil {
+		out = []Study{}
 	}
-	out := make([]Study, 0, len(found))
-	for _, f := range orthanc.SelectExact(found, acc) {
-		mods := []string{}
-		if f.ModalitiesInStudy != "" {
-			mods = strings.Split(f.ModalitiesInStudy, `\`)
+	return out, storeError(r, err, "")
+}
+
+func (a *API) queueImport(r *http.Request) ([]ImportStudyResponse, error) {
+	var in ImportStudyRequest
+	if err := httpx.DecodeJSON(r, &in); err != nil {
+		return nil, err
+	}
+	var problems []string
+	if in.ProjectID == "" {
+		problems = append(problems, "projectId: required")
+	}
+	if len(in.Studies) == 0 {
+		problems = append(problems, "studies: at least one study is required")
+	}
+	// A study named twice is imported once; the last entry wins.
+	seen := map[string]int{}
+	studies := make([]ImportStudy, 0, len(in.Studies))
+	for i, s := range in.Studies {
+		if s.StudyInstanceUID == "" || !imagecache.ValidSegment(s.AccessionNumber) {
+			problems = append(problems, fmt.Sprintf("studies[%d]: studyInstanceUid and an accessionNumber of [A-Za-z0-9._~-] are required", i))
+			continue
 		}
-		out = append(out, Study{StudyInstanceUID: f.StudyInstanceUID, AccessionNumber: f.AccessionNumber,
-			StudyDate: f.StudyDate, ModalitiesInStudy: mods, Patient: Patient{ID: f.PatientID}})
+		if j, ok := seen[s.StudyInstanceUID]; ok {
+			studies[j] = s
+			continue
+		}
+		seen[s.StudyInstanceUID] = len(studies)
+		studies = append(studies, s)
 	}
-	return out, nil
-}
-
-func pacsError(err error) error {
-	if errors.Is(err, orthanc.ErrPACSUnreachable) {
-		return httpx.NewError(http.StatusBadGateway, "The PACS is unreachable.")
+	if len(problems) > 0 {
+		return nil, httpx.NewError(http.StatusUnprocessableEntity, strings.Join(problems, "; "))
 	}
-	return err
-}
-
-// ProjectRetrieval is FLIP's import status answer.
-type ProjectRetrieval struct {
-	ProjectCreationCompleted bool            `json:"project_creation_completed"`
-	ImportStatus             importer.Counts `json:"import_status"`
+	in.Studies = studies
+	out, err := a.o.Backend.QueueImport(r.Context(), in)
+	return out, storeError(r, err, "Not found error: no imaging project "+in.ProjectID)
 }
 
 func decodeQuery(r *http.Request) (string, error) {
@@ -344,7 +281,7 @@ func decodeQuery(r *http.Request) (string, error) {
 }
 
 func (a *API) importStatus(r *http.Request) (ProjectRetrieval, error) {
-	p, err := a.project(chi.URLParam(r, "id"))
+	p, err := a.project(r)
 	if err != nil {
 		return ProjectRetrieval{}, err
 	}
@@ -352,16 +289,16 @@ func (a *API) importStatus(r *http.Request) (ProjectRetrieval, error) {
 	if err != nil {
 		return ProjectRetrieval{}, err
 	}
-	ids, err := a.o.Cohorts.AccessionIDs(r.Context(), p.HubProjectID, query)
+	ids, err := a.o.Cohorts.AccessionIDs(r.Context(), p.SecondaryID, query)
 	if errors.Is(err, cohortids.ErrBelowThreshold) {
 		return ProjectRetrieval{}, httpx.NewError(http.StatusForbidden, DetailBelowThreshold)
 	}
 	if err != nil {
 		return ProjectRetrieval{}, err
 	}
-	counts, err := a.o.Importer.Status(p.ID, ids)
+	counts, err := a.o.Backend.ImportStatus(r.Context(), p.ID, ids)
 	if err != nil {
-		return ProjectRetrieval{}, err
+		return ProjectRetrieval{}, storeError(r, err, DetailProjectNotFound)
 	}
 	return ProjectRetrieval{ProjectCreationCompleted: true, ImportStatus: counts}, nil
 }
@@ -382,21 +319,17 @@ func (a *API) reimport(r *http.Request) (accepted, error) {
 	if err != nil {
 		return accepted{}, err
 	}
-	p, err := a.project(chi.URLParam(r, "id"))
+	p, err := a.project(r)
 	if err != nil {
 		return accepted{}, err
 	}
 	a.o.Background(func(ctx context.Context) {
-		ids, err := a.o.Cohorts.AccessionIDs(ctx, p.HubProjectID, query)
+		ids, err := a.o.Cohorts.AccessionIDs(ctx, p.SecondaryID, query)
 		if err != nil {
 			a.o.Logger.Warn("reimport: cohort accession ids unavailable", "project", p.ID, "error", err.Error())
 			return
 		}
-		if err := a.o.Importer.Enqueue(p.ID, ids); err != nil {
-			a.o.Logger.Error("reimport could not be queued", "project", p.ID, "error", err.Error())
-			return
-		}
-		n, err := a.o.Importer.Reimport(p.ID)
+		n, err := a.o.Backend.Reimport(ctx, p.ID, ids)
 		if err != nil {
 			a.o.Logger.Error("reimport failed", "project", p.ID, "error", err.Error())
 			return
@@ -404,12 +337,6 @@ func (a *API) reimport(r *http.Request) (accepted, error) {
 		a.o.Logger.Info("reimport queued", "project", p.ID, "accessions", n)
 	})
 	return accepted{Message: "Reimport queued", ProjectID: p.ID}, nil
-}
-
-// DownloadRequest is POST /download/images/{net}'s body.
-type DownloadRequest struct {
-	EncryptedHubProjectID string `json:"encrypted_central_hub_project_id"`
-	AccessionID           string `json:"accession_id"`
 }
 
 type downloaded struct {
@@ -420,13 +347,13 @@ func (a *API) download(r *http.Request) (downloaded, error) {
 	ctx := r.Context()
 	q := r.URL.Query()
 	assessor := orDefault(q.Get("assessor_type"), "scan")
-	resource := orDefault(q.Get("resource_type"), native.ResourceNIFTI)
+	resource := strings.ToUpper(orDefault(q.Get("resource_type"), ResourceNIFTI))
 	force := q.Get("force_refresh") == "true"
 	if assessor != "scan" && assessor != "assessor" {
 		return downloaded{}, httpx.NewError(http.StatusUnprocessableEntity, "assessor_type: must be scan or assessor")
 	}
 	switch resource {
-	case native.ResourceNIFTI, native.ResourceDICOM, native.ResourceSEG, native.ResourceALL:
+	case ResourceNIFTI, ResourceDICOM, ResourceSEG, ResourceALL:
 	default:
 		return downloaded{}, httpx.NewError(http.StatusUnprocessableEntity, "resource_type: must be one of NIFTI, DICOM, SEG, ALL")
 	}
@@ -445,32 +372,84 @@ func (a *API) download(r *http.Request) (downloaded, error) {
 	if _, err := a.o.Cache.Dir(key); err != nil {
 		return downloaded{}, httpx.Errorf(http.StatusBadRequest, "Invalid download request: %v", err)
 	}
-	p, err := a.o.Projects.ByHub(hubID)
-	if err != nil {
-		return downloaded{}, httpx.NewError(http.StatusNotFound, "Resource not found: no imaging project for this central hub project")
-	}
-	rec, ok, err := a.o.Importer.Lookup(p.ID, in.AccessionID)
-	if err != nil {
-		return downloaded{}, err
-	}
-	if !ok || rec.State != importer.StateImported {
-		return downloaded{}, httpx.NewError(http.StatusNotFound, "Resource not found: the accession is not imported for this project")
-	}
+	req := FetchRequest{HubProjectID: hubID, Accession: in.AccessionID, Assessor: assessor, Resource: resource, TmpDir: a.o.Cache.Base()}
 	dir, err := a.o.Cache.Get(ctx, key, force, func(ctx context.Context, w io.Writer) error {
-		return native.Fetch(ctx, a.o.Orthanc, rec.StudyUID, in.AccessionID, resource, a.o.Cache.Base(), w)
+		return a.o.Backend.Fetch(ctx, req, w)
 	})
+	var he *httpx.Error
 	switch {
-	case errors.Is(err, native.ErrNoConverter):
-		return downloaded{}, httpx.NewError(http.StatusNotImplemented, err.Error())
-	case errors.Is(err, native.ErrNoResource):
-		return downloaded{}, httpx.Errorf(http.StatusNotFound, "Resource not found: %v", err)
+	case err == nil:
+		return downloaded{Path: dir}, nil
+	case errors.As(err, &he), errors.Is(err, context.Canceled):
+		return downloaded{}, err
 	case errors.Is(err, imagecache.ErrInvalidKey):
 		return downloaded{}, httpx.Errorf(http.StatusBadRequest, "Invalid download request: %v", err)
-	case err != nil:
-		httpx.LoggerFrom(ctx).Error("download failed", "project", p.ID, "error", err.Error())
-		return downloaded{}, httpx.NewError(http.StatusInternalServerError, "Trust-side storage error: the accession could not be staged")
+	case errors.Is(err, ErrNotFound):
+		return downloaded{}, httpx.Errorf(http.StatusNotFound, "Resource not found: %v", err)
+	case errors.Is(err, ErrUnsupported), errors.Is(err, ErrUnavailable), errors.Is(err, ErrPACSUnreachable):
+		return downloaded{}, storeError(r, err, "")
 	}
-	return downloaded{Path: dir}, nil
+	httpx.LoggerFrom(ctx).Error("download failed", "net", key.Net, "error", err.Error())
+	return downloaded{}, httpx.NewError(http.StatusInternalServerError, "Trust-side storage error: the accession could not be staged")
+}
+
+func (a *API) upload(r *http.Request) ([]string, error) {
+	var in UploadDataRequest
+	if err := httpx.DecodeJSON(r, &in); err != nil {
+		return nil, err
+	}
+	var problems []string
+	for _, f := range []struct{ name, v string }{{"accession_id", in.AccessionID}, {"scan_id", in.ScanID}, {"resource_id", in.ResourceID}} {
+		if !imagecache.ValidSegment(f.v) {
+			problems = append(problems, f.name+": must be a single segment of [A-Za-z0-9._~-]")
+		}
+	}
+	if len(in.Files) == 0 {
+		problems = append(problems, "files: at least one file is required")
+	}
+	if len(problems) > 0 {
+		return nil, httpx.NewError(http.StatusUnprocessableEntity, strings.Join(problems, "; "))
+	}
+	hubID, err := a.openProjectID(in.EncryptedHubProjectID)
+	if err != nil {
+		return nil, err
+	}
+	net := chi.URLParam(r, "net")
+	req := UploadRequest{HubProjectID: hubID, Accession: in.AccessionID, Scan: in.ScanID, Resource: in.ResourceID, ExistOK: in.ExistOK}
+	names := map[string]bool{}
+	for _, rel := range in.Files {
+		path, err := a.o.Cache.UploadPath(net, rel)
+		switch {
+		case errors.Is(err, imagecache.ErrNotFound):
+			return nil, httpx.Errorf(http.StatusNotFound, "Resource not found: %v", err)
+		case errors.Is(err, imagecache.ErrInvalidUpload):
+			return nil, httpx.Errorf(http.StatusBadRequest, "Invalid upload request: %v", err)
+		case err != nil:
+			return nil, httpx.Errorf(http.StatusBadRequest, "Invalid upload request: %v", err)
+		}
+		name := baseName(rel)
+		if !imagecache.ValidSegment(name) || names[name] {
+			return nil, httpx.Errorf(http.StatusBadRequest, "Invalid upload request: file names must be distinct single segments of [A-Za-z0-9._~-] (%q)", name)
+		}
+		names[name] = true
+		req.Files = append(req.Files, UploadFile{Name: name, Path: path})
+	}
+	out, err := a.o.Backend.Upload(r.Context(), req)
+	if err != nil {
+		return nil, storeError(r, err, "")
+	}
+	if n := a.o.Cache.Invalidate(hubID, in.AccessionID); n > 0 {
+		httpx.LoggerFrom(r.Context()).Info("cached downloads of the accession invalidated", "markers", n)
+	}
+	return out, nil
+}
+
+func baseName(rel string) string {
+	rel = strings.TrimRight(rel, "/")
+	if i := strings.LastIndexByte(rel, '/'); i >= 0 {
+		return rel[i+1:]
+	}
+	return rel
 }
 
 func orDefault(v, def string) string {
@@ -495,39 +474,15 @@ func (a *API) openProjectID(enc string) (string, error) {
 	return "", httpx.Errorf(http.StatusInternalServerError, "Failed to decrypt Central Hub project id (%T)", err)
 }
 
-// User is FLIP's user shape; the native backend keeps no accounts, so users
-// are the hub users it was told about.
-type User struct {
-	LastModified        *int64 `json:"lastModified"`
-	Username            string `json:"username"`
-	Enabled             bool   `json:"enabled"`
-	ID                  int    `json:"id"`
-	Secured             bool   `json:"secured"`
-	Email               string `json:"email"`
-	Verified            bool   `json:"verified"`
-	FirstName           string `json:"firstName"`
-	LastName            string `json:"lastName"`
-	LastSuccessfulLogin *int64 `json:"lastSuccessfulLogin"`
-}
-
-func (a *API) rememberUser(email string, enabled bool) User {
-	name := email
-	if i := strings.IndexByte(email, '@'); i > 0 {
-		name = email[:i]
+func (a *API) listUsers(r *http.Request) ([]User, error) {
+	out, err := a.o.Backend.Users(r.Context())
+	if out == nil {
+		out = []User{}
 	}
-	now := time.Now().UnixMilli()
-	u := User{LastModified: &now, Username: name, Enabled: enabled, Email: email, FirstName: name, LastName: name}
-	a.users.Store(strings.ToLower(email), u)
-	return u
+	return out, storeError(r, err, "")
 }
 
-func (a *API) listUsers(*http.Request) ([]User, error) {
-	out := []User{}
-	a.users.Range(func(_, v any) bool { out = append(out, v.(User)); return true })
-	return out, nil
-}
-
-// updateUser records a hub user's enabled flag (update_user_profile).
+// updateUser enables or disables a user (the hub's update_user_profile).
 func (a *API) updateUser(r *http.Request) (User, error) {
 	var in struct {
 		Email   string `json:"email"`
@@ -539,7 +494,8 @@ func (a *API) updateUser(r *http.Request) (User, error) {
 	if !strings.Contains(in.Email, "@") || in.Enabled == nil {
 		return User{}, httpx.NewError(http.StatusUnprocessableEntity, "email and enabled are required")
 	}
-	return a.rememberUser(in.Email, *in.Enabled), nil
+	u, err := a.o.Backend.SetUserEnabled(r.Context(), in.Email, *in.Enabled)
+	return u, storeError(r, err, "User not found")
 }
 
 func validUUID(s string) bool {

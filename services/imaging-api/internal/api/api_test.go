@@ -114,8 +114,10 @@ func newStage(t *testing.T) *stage {
 		t.Fatal(err)
 	}
 	srv := httpx.NewServer(httpx.DefaultConfig(":0"), nil, nil, nil)
+	svc := &native.Service{Projects: reg, Importer: s.imp, Orthanc: s.oc, PACS: orthanctest.PACSAET,
+		StagingAET: orthanctest.StagingAET, UploadDir: filepath.Join(dir, "uploads")}
 	api.New(api.Options{
-		Projects: reg, Importer: s.imp, Orthanc: s.oc, PACS: orthanctest.PACSAET, StagingAET: orthanctest.StagingAET,
+		Backend: svc,
 		Cohorts: cohortids.New(dapi.URL, cipher, mesh.NewSigner("imaging-api", []byte(key)), mesh.ModeJWT, mesh.HeaderInternalKey),
 		Cache:   s.cache, Cipher: cipher, ReimportEnabled: true,
 		Verifier: mesh.NewVerifier("imaging-api", []byte(key), mesh.HeaderInternalKey, logging.Discard()),
@@ -156,7 +158,7 @@ func encodedQuery() string {
 	return base64.RawURLEncoding.EncodeToString([]byte("SELECT accession_id FROM image_occurrence"))
 }
 
-func (s *stage) status(id string) importer.Counts {
+func (s *stage) status(id string) api.ImportCounts {
 	s.t.Helper()
 	var pr api.ProjectRetrieval
 	if code := s.do(http.MethodGet, "/retrieval/import_status_count/"+id+"?encoded_query="+encodedQuery(), nil, &pr); code != 200 {
@@ -185,7 +187,7 @@ func TestProvisionImportStatusDownloadDelete(t *testing.T) {
 		t.Fatalf("provisioning is not idempotent: %s then %s (%s)", created.ID, again.ID, created.Name)
 	}
 	deadline := time.Now().Add(30 * time.Second)
-	var c importer.Counts
+	var c api.ImportCounts
 	for {
 		c = s.status(created.ID)
 		if c.Successful == 2 && c.QueueFailed == 1 {
@@ -243,6 +245,74 @@ func TestProvisionImportStatusDownloadDelete(t *testing.T) {
 		if code := s.do(http.MethodPost, "/download/images/net-1?resource_type=DICOM", b, nil); code < 400 || code >= 500 {
 			t.Errorf("%s download: %d", name, code)
 		}
+	}
+
+	// An FL job uploads a label into the NIFTI resource of a scan; the next
+	// NIfTI download carries it, and a second upload without exist_ok is
+	// refused without touching the file.
+	scan := filepath.Base(scans[0])
+	upDir := filepath.Join(s.cache.Base(), "net-1", imagecache.UploadDir, "job-7")
+	if err := os.MkdirAll(upDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(upDir, "label_ct.nii.gz"), []byte("label v1"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	up := map[string]any{"encrypted_central_hub_project_id": enc, "accession_id": "ACC-1", "scan_id": scan,
+		"resource_id": "NIFTI", "files": []string{"job-7/label_ct.nii.gz"}}
+	var uploaded []string
+	if code := s.do(http.MethodPut, "/upload/images/net-1", up, &uploaded); code != 200 || len(uploaded) != 1 ||
+		!strings.HasSuffix(uploaded[0], "/ACC-1/scans/"+scan+"/resources/NIFTI/files/label_ct.nii.gz") {
+		t.Fatalf("upload: %d %v", code, uploaded)
+	}
+	if code := s.do(http.MethodPost, "/download/images/net-1?resource_type=NIFTI", body, &nifti); code != 200 {
+		t.Fatalf("NIfTI download after upload: %d", code)
+	}
+	label := filepath.Join(nifti.Path, "scans", scan, "resources", "NIFTI", "files", "label_ct.nii.gz")
+	if b, err := os.ReadFile(label); err != nil || string(b) != "label v1" {
+		t.Errorf("uploaded label not in the download: %q %v", b, err)
+	}
+	if err := os.WriteFile(filepath.Join(upDir, "label_ct.nii.gz"), []byte("label v2"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if code := s.do(http.MethodPut, "/upload/images/net-1", up, nil); code != http.StatusConflict {
+		t.Errorf("upload over an existing file without exist_ok: %d, want 409", code)
+	}
+	up["exist_ok"] = true
+	if code := s.do(http.MethodPut, "/upload/images/net-1", up, nil); code != 200 {
+		t.Errorf("upload with exist_ok: %d", code)
+	}
+	s.do(http.MethodPost, "/download/images/net-1?resource_type=NIFTI", body, &nifti)
+	if b, _ := os.ReadFile(label); string(b) != "label v2" {
+		t.Errorf("replaced label not served (cache not invalidated?): %q", b)
+	}
+	for name, files := range map[string][]string{
+		"traversal": {"../../x"}, "absolute": {"/etc/passwd"}, "missing": {"job-7/nope.nii.gz"},
+	} {
+		bad := map[string]any{"encrypted_central_hub_project_id": enc, "accession_id": "ACC-1", "scan_id": scan,
+			"resource_id": "NIFTI", "files": files}
+		if code := s.do(http.MethodPut, "/upload/images/net-1", bad, nil); code != 400 && code != 404 {
+			t.Errorf("%s upload: %d", name, code)
+		}
+	}
+	notImported := map[string]any{"encrypted_central_hub_project_id": enc, "accession_id": "ACC-3", "scan_id": scan,
+		"resource_id": "NIFTI", "files": []string{"job-7/label_ct.nii.gz"}}
+	if code := s.do(http.MethodPut, "/upload/images/net-1", notImported, nil); code != 404 {
+		t.Errorf("upload to an accession not imported: %d", code)
+	}
+
+	// Users: the hub's user was recorded, and update_user_profile sticks.
+	var users []api.User
+	if code := s.do(http.MethodGet, "/users", nil, &users); code != 200 || len(users) != 1 || users[0].Email != "a@b.org" || !users[0].Enabled {
+		t.Errorf("users: %d %+v", code, users)
+	}
+	var u api.User
+	if code := s.do(http.MethodPut, "/users", map[string]any{"email": "A@b.org", "enabled": false}, &u); code != 200 || u.Enabled {
+		t.Errorf("disable user: %d %+v", code, u)
+	}
+	s.do(http.MethodGet, "/users", nil, &users)
+	if len(users) != 1 || users[0].Enabled {
+		t.Errorf("users after disabling: %+v", users)
 	}
 
 	// Below the floor: status refused with FLIP's 403.

@@ -1,6 +1,7 @@
-// Package app is imaging-api's composition root for the native (Orthanc
-// staging) backend: the project registry, the import state machine and its
-// workers, the images cache and its sweeper, and the HTTP server.
+// Package app is imaging-api's composition root: the backend chosen by
+// IMAGING_BACKEND (native: the project registry, the import state machine
+// and its workers over the staging Orthanc; xnat: the XNAT client and its
+// database pool), the images cache and its sweeper, and the HTTP server.
 package app
 
 import (
@@ -14,6 +15,9 @@ import (
 	"path/filepath"
 	"sync"
 	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -25,6 +29,8 @@ import (
 	"github.com/flip-trust/node/services/imaging-api/internal/native"
 	"github.com/flip-trust/node/services/imaging-api/internal/orthanc"
 	"github.com/flip-trust/node/services/imaging-api/internal/projects"
+	"github.com/flip-trust/node/services/imaging-api/internal/xnat"
+	"github.com/flip-trust/node/services/imaging-api/internal/xnatbackend"
 	"github.com/flip-trust/node/shared/envelope"
 	"github.com/flip-trust/node/shared/httpx"
 	"github.com/flip-trust/node/shared/mesh"
@@ -45,14 +51,13 @@ type App struct {
 	bgCtx    context.Context
 	bgCancel context.CancelFunc
 	failing  atomic.Int32
+
+	xnatClient *xnat.Client
+	xnatDB     *pgxpool.Pool
 }
 
-// New builds the service. The XNAT backend is served by a later version;
-// this composition runs the native Orthanc backend.
+// New builds the service with the configured backend.
 func New(cfg config.Config, logger *slog.Logger, reg *prometheus.Registry, build string) (*App, error) {
-	if cfg.Backend != config.BackendOrthanc {
-		return nil, fmt.Errorf("IMAGING_BACKEND=%s: only the orthanc backend is served by this build", cfg.Backend)
-	}
 	cipher, err := envelope.NewFromBase64(cfg.AESKeyBase64)
 	if err != nil {
 		return nil, fmt.Errorf("AES_KEY_BASE64: %w", err)
@@ -60,26 +65,20 @@ func New(cfg config.Config, logger *slog.Logger, reg *prometheus.Registry, build
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("IMAGING_API_DATA_DIR: %w", err)
 	}
-	oc, err := orthanc.New(orthanc.Config{URL: cfg.OrthancURL, User: cfg.OrthancUser, Password: cfg.OrthancPassword})
-	if err != nil {
-		return nil, fmt.Errorf("ORTHANC_URL: %w", err)
-	}
 	cache, err := imagecache.New(cfg.ImagesDir, logger)
 	if err != nil {
 		return nil, fmt.Errorf("BASE_IMAGES_DOWNLOAD_DIR: %w", err)
 	}
-	reg0, err := projects.Open(filepath.Join(cfg.DataDir, "projects.db"))
-	if err != nil {
-		return nil, err
+	a := &App{cfg: cfg, logger: logger, cache: cache}
+	var backend api.Backend
+	switch cfg.Backend {
+	case config.BackendXNAT:
+		backend, err = a.xnatBackend(cipher)
+	default:
+		backend, err = a.nativeBackend()
 	}
-	a := &App{cfg: cfg, logger: logger, projects: reg0, cache: cache}
-	backend := &native.Backend{Orthanc: oc, PACS: cfg.PACSModality, StagingAET: cfg.StagingAET, SharedBy: a.sharedBy}
-	a.importer, err = importer.Open(importer.Options{
-		Path: filepath.Join(cfg.DataDir, "imports.db"), Concurrency: cfg.ImportConcurrency, MaxAttempts: cfg.ImportAttempts,
-		BackoffMin: cfg.ImportBackoffMin, BackoffMax: cfg.ImportBackoffMax, StallTimeout: cfg.ImportStall, Logger: logger,
-	}, backend)
 	if err != nil {
-		_ = reg0.Close()
+		a.closeStores()
 		return nil, err
 	}
 	a.bgCtx, a.bgCancel = context.WithCancel(context.Background())
@@ -98,18 +97,85 @@ func New(cfg config.Config, logger *slog.Logger, reg *prometheus.Registry, build
 		if len(dead) > 0 {
 			status = "degraded"
 		}
-		return http.StatusOK, map[string]any{"status": status, "version": version, "dead_tasks": dead}
+		return http.StatusOK, map[string]any{"status": status, "version": version, "backend": cfg.Backend, "dead_tasks": dead}
 	}
 	srvCfg := httpx.DefaultConfig(cfg.Addr)
 	srvCfg.WriteTimeout = 0 // downloads of large studies
 	a.server = httpx.NewServer(srvCfg, logger, reg, health)
 	api.New(api.Options{
-		Projects: reg0, Importer: a.importer, Orthanc: oc, PACS: cfg.PACSModality, StagingAET: cfg.StagingAET,
+		Backend: backend,
 		Cohorts: cohortids.New(cfg.DataAccessURL, cipher, mesh.NewSigner(Service, []byte(cfg.InternalKey)), mesh.ModeJWT, cfg.InternalKeyHeader),
 		Cache:   cache, Cipher: cipher, Verifier: verifier, ReimportEnabled: cfg.ReimportEnabled, Logger: logger,
 		Background: a.background,
 	}).Mount(a.server.Router())
 	return a, nil
+}
+
+// nativeBackend opens the project registry and the import journal and
+// drives the staging Orthanc.
+func (a *App) nativeBackend() (api.Backend, error) {
+	cfg := a.cfg
+	oc, err := orthanc.New(orthanc.Config{URL: cfg.OrthancURL, User: cfg.OrthancUser, Password: cfg.OrthancPassword})
+	if err != nil {
+		return nil, fmt.Errorf("ORTHANC_URL: %w", err)
+	}
+	if a.projects, err = projects.Open(filepath.Join(cfg.DataDir, "projects.db")); err != nil {
+		return nil, err
+	}
+	moves := &native.Backend{Orthanc: oc, PACS: cfg.PACSModality, StagingAET: cfg.StagingAET, SharedBy: a.sharedBy}
+	a.importer, err = importer.Open(importer.Options{
+		Path: filepath.Join(cfg.DataDir, "imports.db"), Concurrency: cfg.ImportConcurrency, MaxAttempts: cfg.ImportAttempts,
+		BackoffMin: cfg.ImportBackoffMin, BackoffMax: cfg.ImportBackoffMax, StallTimeout: cfg.ImportStall, Logger: a.logger,
+	}, moves)
+	if err != nil {
+		return nil, err
+	}
+	return &native.Service{Projects: a.projects, Importer: a.importer, Orthanc: oc, PACS: cfg.PACSModality,
+		StagingAET: cfg.StagingAET, UploadDir: filepath.Join(cfg.DataDir, "uploads")}, nil
+}
+
+// xnatBackend connects to XNAT and to its database (read-only, for the DQR
+// tables).
+func (a *App) xnatBackend(cipher *envelope.Cipher) (api.Backend, error) {
+	cfg := a.cfg
+	dsn, err := xnat.DatabaseDSN(cfg.XNATDatabaseURL, cfg.XNATDatabasePassword)
+	if err != nil {
+		return nil, fmt.Errorf("XNAT_DATABASE_URL: %w", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	// The pool connects lazily: XNAT's database may start after us.
+	if a.xnatDB, err = xnat.OpenDatabase(ctx, dsn, 0); err != nil {
+		return nil, fmt.Errorf("XNAT_DATABASE_URL: %w", err)
+	}
+	cl, err := xnat.New(xnat.Config{BaseURL: cfg.XNATURL, Username: cfg.XNATUser, Password: cfg.XNATPassword,
+		AETitle: cfg.XNATAETitle, ReceiverPort: cfg.XNATPort, PACSID: cfg.PACSID}, a.xnatDB, a.logger)
+	if err != nil {
+		return nil, fmt.Errorf("XNAT_URL: %w", err)
+	}
+	a.xnatClient = cl
+	return xnatbackend.New(xnatbackend.Options{Client: cl, Cipher: cipher, Dcm2niixImage: cfg.Dcm2niixImage,
+		QueryConcurrency: cfg.ImportConcurrency, Logger: a.logger}), nil
+}
+
+// closeStores closes what the backend opened.
+func (a *App) closeStores() error {
+	var errs []error
+	if a.importer != nil {
+		errs = append(errs, a.importer.Close())
+	}
+	if a.projects != nil {
+		errs = append(errs, a.projects.Close())
+	}
+	if a.xnatClient != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_ = a.xnatClient.Close(ctx) // ends the session; nothing to lose
+		cancel()
+	}
+	if a.xnatDB != nil {
+		a.xnatDB.Close()
+	}
+	return errors.Join(errs...)
 }
 
 // background runs fn on its own goroutine; Run waits for it on shutdown.
@@ -130,7 +196,9 @@ func (a *App) Listen() (net.Addr, error) { return a.server.Listen() }
 // Run starts the import workers and the cache sweeper and serves until ctx
 // ends; imports in flight resume at the next start.
 func (a *App) Run(ctx context.Context) error {
-	a.importer.Start(ctx)
+	if a.importer != nil {
+		a.importer.Start(ctx)
+	}
 	if a.cfg.CacheRetention {
 		a.background(func(bg context.Context) {
 			sweepCtx, cancel := context.WithCancel(ctx)
@@ -142,10 +210,9 @@ func (a *App) Run(ctx context.Context) error {
 	err := a.server.Run(ctx)
 	a.bgCancel()
 	a.bg.Wait()
-	cerr := a.importer.Close()
-	perr := a.projects.Close()
+	cerr := a.closeStores()
 	if errors.Is(err, context.Canceled) {
 		err = nil
 	}
-	return errors.Join(err, cerr, perr)
+	return errors.Join(err, cerr)
 }

@@ -35,7 +35,7 @@ type Config struct {
 
 	// XNAT backend.
 	XNATURL, XNATUser, XNATPassword, XNATDatabaseURL string
-	XNATAETitle                                      string
+	XNATDatabasePassword, XNATAETitle, Dcm2niixImage string
 	XNATPort, PACSID                                 int
 
 	DataAccessURL string
@@ -75,13 +75,15 @@ func Load(getenv func(string) string) (Config, error) {
 		PACSModality:    l.String("PACS_AETITLE", "PACS"),
 		StagingAET:      l.String("STAGING_AETITLE", "STAGING"),
 
-		XNATURL:         l.URL("XNAT_URL", "http://xnat-web:8080"),
-		XNATUser:        l.String("XNAT_SERVICE_USER", ""),
-		XNATPassword:    l.Secret("XNAT_SERVICE_PASSWORD", false),
-		XNATDatabaseURL: l.String("XNAT_DATABASE_URL", "postgres://xnat@xnat-db:5432/xnat"),
-		XNATAETitle:     l.String("XNAT_AETITLE", "XNAT"),
-		XNATPort:        l.Int("XNAT_PORT", 8104),
-		PACSID:          l.Int("PACS_ID", 1),
+		XNATURL:              l.URL("XNAT_URL", "http://xnat-web:8080"),
+		XNATUser:             l.String("XNAT_SERVICE_USER", ""),
+		XNATPassword:         l.Secret("XNAT_SERVICE_PASSWORD", false),
+		XNATDatabaseURL:      l.String("XNAT_DATABASE_URL", "postgres://xnat@xnat-db:5432/xnat"),
+		XNATDatabasePassword: l.Secret("XNAT_DATASOURCE_PASSWORD", false),
+		XNATAETitle:          l.String("XNAT_AETITLE", "XNAT"),
+		Dcm2niixImage:        l.String("DCM2NIIX_IMAGE", "ghcr.io/londonaicentre/xnat-dcm2niix:v1.0.20260724"),
+		XNATPort:             l.Int("XNAT_PORT", 8104),
+		PACSID:               l.Int("PACS_ID", 1),
 
 		DataAccessURL: l.URL("DATA_ACCESS_API_URL", "http://data-access-api:8000"),
 		ImagesDir:     l.Required("BASE_IMAGES_DOWNLOAD_DIR"),
@@ -124,6 +126,12 @@ func (c Config) validate() error {
 	case BackendXNAT:
 		if c.XNATUser == "" || c.XNATPassword == "" {
 			add("XNAT_SERVICE_USER and XNAT_SERVICE_PASSWORD are required with IMAGING_BACKEND=xnat")
+		}
+		if c.XNATPort < 1 || c.XNATPort > 65535 {
+			add("XNAT_PORT: must be the DICOM receiver's port, 1-65535 (got %d)", c.XNATPort)
+		}
+		if c.PACSID < 1 {
+			add("PACS_ID: must be positive (got %d)", c.PACSID)
 		}
 	default:
 		add("IMAGING_BACKEND: %q is not one of orthanc, xnat", c.Backend)

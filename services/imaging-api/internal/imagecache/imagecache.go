@@ -43,6 +43,10 @@ const (
 var (
 	ErrInvalidKey = errors.New("invalid download request")
 	ErrUnsafeZip  = errors.New("archive entry escapes the accession directory")
+	// ErrInvalidUpload: a file to upload is named outside the upload directory.
+	ErrInvalidUpload = errors.New("invalid upload file")
+	// ErrNotFound: a file to upload does not exist.
+	ErrNotFound = errors.New("file not found")
 )
 
 // Key names one cached accession.
@@ -446,4 +450,58 @@ func (c *Cache) RunSweeper(ctx context.Context, interval, ttl time.Duration, fai
 		case <-time.After(interval):
 		}
 	}
+}
+
+// UploadDir is the directory under a net from which FL jobs upload files.
+const UploadDir = "upload"
+
+// UploadPath resolves rel, a path relative to <base>/<net>/upload/, to the
+// file an FL job asks to upload. It must be a regular file that stays inside
+// that directory once symbolic links are resolved.
+func (c *Cache) UploadPath(net, rel string) (string, error) {
+	if !ValidSegment(net) {
+		return "", fmt.Errorf("%w: net id is not a single path segment of [A-Za-z0-9._~-]", ErrInvalidUpload)
+	}
+	root := filepath.Join(c.base, net, UploadDir)
+	if rel == "" || filepath.IsAbs(rel) || strings.ContainsRune(rel, 0) {
+		return "", fmt.Errorf("%w: file %q must be a path relative to the upload directory", ErrInvalidUpload, rel)
+	}
+	p := filepath.Join(root, rel)
+	if !within(root, p) || p == root {
+		return "", fmt.Errorf("%w: file %q escapes the upload directory", ErrInvalidUpload, rel)
+	}
+	realRoot, err := filepath.EvalSymlinks(root)
+	if err != nil {
+		return "", fmt.Errorf("%w: the upload directory of %s does not exist", ErrNotFound, net)
+	}
+	real, err := filepath.EvalSymlinks(p)
+	if err != nil {
+		return "", fmt.Errorf("%w: file %q does not exist", ErrNotFound, rel)
+	}
+	if !within(realRoot, real) {
+		return "", fmt.Errorf("%w: file %q escapes the upload directory", ErrInvalidUpload, rel)
+	}
+	info, err := os.Stat(real)
+	if err != nil || !info.Mode().IsRegular() {
+		return "", fmt.Errorf("%w: %q is not a regular file", ErrInvalidUpload, rel)
+	}
+	return real, nil
+}
+
+// Invalidate removes the completion markers of a project's accession under
+// every net, so the next download fetches it again; it returns how many.
+func (c *Cache) Invalidate(project, accession string) int {
+	if !ValidSegment(project) || !ValidSegment(accession) {
+		return 0
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	marks, _ := filepath.Glob(filepath.Join(c.base, "*", project, accession, SentinelPrefix+"*"))
+	n := 0
+	for _, m := range marks {
+		if within(c.base, m) && os.Remove(m) == nil {
+			n++
+		}
+	}
+	return n
 }

@@ -18,6 +18,7 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/flip-trust/node/services/imaging-api/internal/api"
 	"github.com/flip-trust/node/services/imaging-api/internal/importer"
 	"github.com/flip-trust/node/services/imaging-api/internal/orthanc"
 )
@@ -109,10 +110,10 @@ func permanentIf(err error) error {
 
 // Resource types an FL job may ask for.
 const (
-	ResourceDICOM = "DICOM"
-	ResourceNIFTI = "NIFTI"
-	ResourceSEG   = "SEG"
-	ResourceALL   = "ALL"
+	ResourceDICOM = api.ResourceDICOM
+	ResourceNIFTI = api.ResourceNIFTI
+	ResourceSEG   = api.ResourceSEG
+	ResourceALL   = api.ResourceALL
 )
 
 // ErrNoConverter is returned for a NIfTI request when dcm2niix is not installed.
@@ -124,10 +125,24 @@ var ErrNoResource = errors.New("resource not available for this study")
 // Fetch writes the staged study studyUID as a zip in FLIP's layout for an
 // FL job: every series becomes a scan; DICOM files go under resources/DICOM,
 // NIfTI files converted by dcm2niix under resources/NIFTI (ALL gives both).
-// tmpDir holds intermediate files, removed before returning.
-func Fetch(ctx context.Context, oc *orthanc.Client, studyUID, accession, resource, tmpDir string, w io.Writer) error {
+// Files uploaded for the accession (uploads holds
+// scans/<scan>/resources/<R>/files/<name>; it may be empty or missing) are
+// added under their resource when it is the one asked for, or ALL. tmpDir
+// holds intermediate files, removed before returning.
+func Fetch(ctx context.Context, oc *orthanc.Client, studyUID, accession, resource, tmpDir, uploads string, w io.Writer) error {
+	extra, err := uploadedFiles(uploads, resource)
+	if err != nil {
+		return err
+	}
 	if resource == ResourceSEG {
-		return fmt.Errorf("%w: segmentations are not held in Orthanc staging", ErrNoResource)
+		if len(extra) == 0 {
+			return fmt.Errorf("%w: segmentations are not held in Orthanc staging", ErrNoResource)
+		}
+		zw := zip.NewWriter(w)
+		if err := addUploads(zw, accession, uploads, extra); err != nil {
+			return err
+		}
+		return zw.Close()
 	}
 	var dcm2niix string
 	if resource == ResourceNIFTI || resource == ResourceALL {
@@ -174,7 +189,54 @@ func Fetch(ctx context.Context, oc *orthanc.Client, studyUID, accession, resourc
 			return err
 		}
 	}
+	if err := addUploads(zw, accession, uploads, extra); err != nil {
+		return err
+	}
 	return zw.Close()
+}
+
+// uploadedFiles lists the uploaded files of resource (every resource for
+// ALL) under dir, as slash-separated paths relative to it.
+func uploadedFiles(dir, resource string) ([]string, error) {
+	if dir == "" {
+		return nil, nil
+	}
+	var out []string
+	err := filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
+		if err != nil {
+			if errors.Is(err, os.ErrNotExist) && p == dir {
+				return filepath.SkipAll
+			}
+			return err
+		}
+		if !d.Type().IsRegular() {
+			return nil
+		}
+		rel, err := filepath.Rel(dir, p)
+		if err != nil {
+			return err
+		}
+		parts := strings.Split(filepath.ToSlash(rel), "/")
+		// scans/<scan>/resources/<R>/files/<name>
+		if len(parts) != 6 || parts[0] != "scans" || parts[2] != "resources" || parts[4] != "files" || strings.HasPrefix(parts[5], ".") {
+			return nil
+		}
+		if resource == ResourceALL || strings.EqualFold(parts[3], resource) {
+			out = append(out, filepath.ToSlash(rel))
+		}
+		return nil
+	})
+	sort.Strings(out)
+	return out, err
+}
+
+func addUploads(zw *zip.Writer, accession, dir string, files []string) error {
+	for _, rel := range files {
+		if err := addFile(zw, filepath.Join(dir, filepath.FromSlash(rel)), path.Join(accession, rel)); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func download(ctx context.Context, oc *orthanc.Client, id, dst string) error {

@@ -19,6 +19,7 @@ import (
 var (
 	bucketByID  = []byte("projects")
 	bucketByHub = []byte("by_hub_project")
+	bucketUsers = []byte("users")
 )
 
 // Errors.
@@ -58,7 +59,7 @@ func Open(path string) (*Store, error) {
 		return nil, fmt.Errorf("open project registry: %w", err)
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bucketByID, bucketByHub} {
+		for _, b := range [][]byte{bucketByID, bucketByHub, bucketUsers} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
@@ -193,4 +194,60 @@ func (s *Store) Delete(id string) (Project, error) {
 		return tx.Bucket(bucketByID).Delete([]byte(id))
 	})
 	return p, err
+}
+
+// Account is a hub user this node has been told about (the native backend
+// keeps no accounts of its own).
+type Account struct {
+	Email        string    `json:"email"`
+	Enabled      bool      `json:"enabled"`
+	ID           int       `json:"id"`
+	FirstSeen    time.Time `json:"first_seen"`
+	LastModified time.Time `json:"last_modified"`
+}
+
+// RecordUser records a user's enabled flag, keyed by the email without
+// regard to case, and returns the record.
+func (s *Store) RecordUser(email string, enabled bool) (Account, error) {
+	var a Account
+	key := []byte(strings.ToLower(email))
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketUsers)
+		now := time.Now().UTC()
+		if v := b.Get(key); v != nil {
+			if err := json.Unmarshal(v, &a); err != nil {
+				return err
+			}
+		} else {
+			seq, err := b.NextSequence()
+			if err != nil {
+				return err
+			}
+			a = Account{Email: email, ID: int(seq), FirstSeen: now}
+		}
+		a.Enabled, a.LastModified = enabled, now
+		v, err := json.Marshal(a)
+		if err != nil {
+			return err
+		}
+		return b.Put(key, v)
+	})
+	return a, err
+}
+
+// Users returns every recorded user, in order of first appearance.
+func (s *Store) Users() ([]Account, error) {
+	var out []Account
+	err := s.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketUsers).ForEach(func(_, v []byte) error {
+			var a Account
+			if err := json.Unmarshal(v, &a); err != nil {
+				return err
+			}
+			out = append(out, a)
+			return nil
+		})
+	})
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out, err
 }
