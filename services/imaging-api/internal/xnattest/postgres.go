@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/jackc/pgx/v5"
 
@@ -154,3 +155,27 @@ func (p *Postgres) Close() error {
 	}
 	return os.RemoveAll(p.dir)
 }
+
+// CreateReader creates a login role that may only read the three DQR
+// tables, as imaging-api's database account needs, and returns its URL in
+// FLIP's XNAT_DATABASE_URL form, without the password (given separately, as
+// XNAT_DATASOURCE_PASSWORD).
+func (p *Postgres) CreateReader(ctx context.Context, user, password string) (string, error) {
+	conn, err := pgx.Connect(ctx, p.DSN)
+	if err != nil {
+		return "", err
+	}
+	defer conn.Close(ctx)
+	role := pgx.Identifier{user}.Sanitize()
+	for _, q := range []string{
+		fmt.Sprintf("CREATE ROLE %s LOGIN PASSWORD %s", role, quoteLiteral(password)),
+		fmt.Sprintf("GRANT SELECT ON xhbm_direct_archive_session, xhbm_executed_pacs_request, xhbm_queued_pacs_request TO %s", role),
+	} {
+		if _, err := conn.Exec(ctx, q); err != nil {
+			return "", fmt.Errorf("create reader: %w", err)
+		}
+	}
+	return fmt.Sprintf("postgresql+asyncpg://%s@127.0.0.1:%d/xnat?sslmode=disable", user, p.cluster.Port), nil
+}
+
+func quoteLiteral(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
