@@ -79,7 +79,7 @@ orthanc() {
 }
 
 step "1. dev-hub (the hub's trust-facing API on $HUB, admin API on $ADMIN)"
-# The demo's trust polls four times a second and the imaging part sends a
+# The demo's trust polls ten times a second and the imaging part sends a
 # status task per poll: lift the per-minute limits a production hub applies.
 DEV_HUB_ADDR=$HUB DEV_HUB_ADMIN_ADDR=$ADMIN DEV_HUB_DATA_DIR=$work/hub AES_KEY_BASE64=$AES LOG_LEVEL=WARN \
 	RATE_LIMIT_PENDING_PER_MIN=0 RATE_LIMIT_HEARTBEAT_PER_MIN=0 RATE_LIMIT_RESULT_PER_MIN=0 \
@@ -129,7 +129,7 @@ step "7. trust-api with the kit (journal in $work/trust)"
 # No XNAT runs here (imaging-api uses the Orthanc backend), so the health
 # snapshot reports xnat as down.
 DATA_ACCESS_API_URL=http://$DAPI IMAGING_API_URL=http://$IMAGING XNAT_URL=http://127.0.0.1:1 OMOP_DB_HOST=127.0.0.1 OMOP_DB_PORT=$OMOP_PORT \
-	TRUST_API_ADDR=$TRUST TRUST_API_DATA_DIR=$work/trust POLL_INTERVAL_SECONDS=0.25 HEALTH_COLLECT_INTERVAL_SECONDS=2 LOG_LEVEL=INFO \
+	TRUST_API_ADDR=$TRUST TRUST_API_DATA_DIR=$work/trust POLL_INTERVAL_SECONDS=0.1 HEALTH_COLLECT_INTERVAL_SECONDS=2 LOG_LEVEL=INFO \
 	"$BIN/trust-api" >"$work/trust-api.log" 2>&1 & pids+=($!)
 wait_http "http://$TRUST/health"
 curl -fsS "http://$TRUST/health" | jq -c . | sed 's/^/  trust-api \/health: /'
@@ -167,7 +167,7 @@ echo "  data-access-api log: $(grep -o '"msg":"Query validation failed"[^}]*' "$
 task() {
 	local id
 	id=$("$BIN/dev-hub" task submit --trust demo-trust --type "$1" --payload "$2" | tail -n1)
-	"$BIN/dev-hub" task wait "$id" --timeout 60s --interval 100ms >/dev/null || { "$BIN/dev-hub" task show "$id" >&2; return 1; }
+	"$BIN/dev-hub" task wait "$id" --timeout 60s --interval 50ms >/dev/null || { "$BIN/dev-hub" task show "$id" >&2; return 1; }
 	"$BIN/dev-hub" task show "$id" | jq -r '.result // "null"'
 }
 
