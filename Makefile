@@ -67,7 +67,7 @@ bench-imaging: ## 1,000 instances PACS -> staging through imaging-api vs straigh
 	@cd services/imaging-api && $(GO) run ./cmd/bench-imaging
 
 .PHONY: demo
-demo: build ## Start dev-hub and one trust-api, register the trust, run a task round trip
+demo: deps build ## Run a trust node with a dev hub: cohort queries, then imaging PACS -> staging with progress and an FL download
 	@bash scripts/demo.sh
 
 .PHONY: clean

@@ -1,7 +1,9 @@
 // Package cli is the dev-hub command line: `serve` and `standin` run the
 // servers; `trust`, `task` and `results` talk to a running hub's admin API
 // (--admin URL, default $DEV_HUB_ADMIN_URL or http://127.0.0.1:8081, with the
-// bearer token from DEV_HUB_ADMIN_TOKEN or DEV_HUB_ADMIN_TOKEN_FILE).
+// bearer token from DEV_HUB_ADMIN_TOKEN or DEV_HUB_ADMIN_TOKEN_FILE); `seal`
+// encrypts a value under the hub's shared key (AES_KEY_BASE64 or
+// AES_KEY_BASE64_FILE) as the hub does for the payloads it builds.
 //
 // Run returns the process exit code: 0 success, 1 failure (including a task
 // that ends FAILED or a wait that times out), 2 a usage error.
@@ -27,6 +29,7 @@ import (
 
 	"github.com/flip-trust/node/services/dev-hub/internal/admin"
 	"github.com/flip-trust/node/shared/config"
+	"github.com/flip-trust/node/shared/envelope"
 	"github.com/flip-trust/node/shared/httpx"
 	"github.com/flip-trust/node/shared/hubapi"
 )
@@ -55,6 +58,10 @@ admin commands (--admin URL, default $DEV_HUB_ADMIN_URL or ` + DefaultAdminURL +
                                           wait for a task: exit 0 when COMPLETED, 1 when FAILED or on timeout
   task cancel ID                          cancel a PENDING task
   results [--query-id ID]                 print the cohort results received for a query
+
+local (key $AES_KEY_BASE64, the hub's shared key):
+  seal [--context C] TEXT                 print TEXT sealed in FLIP's envelope under context C
+                                          (default project_id: an encrypted_project_id as the hub sends it)
 `
 
 // Servers runs the long-lived subcommands; main's composition supplies them.
@@ -156,6 +163,8 @@ func run(ctx context.Context, args []string, env Env) error {
 		})
 	case "results":
 		return c.results(ctx, rest)
+	case "seal":
+		return c.seal(rest)
 	case "help":
 		return flag.ErrHelp
 	}
@@ -609,4 +618,37 @@ func (c *command) results(ctx context.Context, args []string) error {
 		return err
 	}
 	return c.printJSON(rows)
+}
+
+// seal prints its argument sealed under the hub's shared key, for payload
+// fields and requests the hub or an FL job would carry encrypted (a task's
+// encrypted_project_id, a download's encrypted_central_hub_project_id).
+func (c *command) seal(args []string) error {
+	fs := c.flags("seal")
+	purpose := fs.String("context", envelope.ProjectIDContext, "envelope context")
+	pos, err := parse(fs, args)
+	if err != nil {
+		return err
+	}
+	if err := exactly(fs, pos, 1, "the text to seal"); err != nil {
+		return err
+	}
+	if *purpose == "" {
+		return usagef("seal: --context must not be empty")
+	}
+	l := config.NewLoader(c.env.Getenv)
+	key := l.Secret("AES_KEY_BASE64", true)
+	if err := l.Err(); err != nil {
+		return fmt.Errorf("hub key: %w", err)
+	}
+	cipher, err := envelope.NewFromBase64(key)
+	if err != nil {
+		return fmt.Errorf("AES_KEY_BASE64: %w", err)
+	}
+	sealed, err := cipher.Seal([]byte(pos[0]), *purpose)
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Fprintln(c.env.Stdout, sealed)
+	return err
 }

@@ -310,3 +310,52 @@ func TestFlagsAfterPositional(t *testing.T) {
 		t.Fatalf("parse: %v %v %v", pos, *timeout, err)
 	}
 }
+
+func TestSeal(t *testing.T) {
+	t.Parallel()
+	cipher, err := envelope.NewFromBase64(testAES)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyFile := filepath.Join(t.TempDir(), "aes")
+	if err := os.WriteFile(keyFile, []byte(testAES+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	run := func(env map[string]string, args ...string) (int, string, string) {
+		var stdout, stderr bytes.Buffer
+		code := Run(context.Background(), args, Env{Stdout: &stdout, Stderr: &stderr, Getenv: func(k string) string { return env[k] }})
+		return code, stdout.String(), stderr.String()
+	}
+	const project = "3f2b6c1a-8d4e-4f5a-9b6c-7d8e9f0a1b2c"
+	for _, tc := range []struct {
+		env     map[string]string
+		args    []string
+		context string
+	}{
+		{map[string]string{"AES_KEY_BASE64": testAES}, []string{"seal", project}, envelope.ProjectIDContext},
+		{map[string]string{"AES_KEY_BASE64_FILE": keyFile}, []string{"seal", project, "--context", "task:x"}, "task:x"},
+	} {
+		code, out, errOut := run(tc.env, tc.args...)
+		if code != 0 {
+			t.Fatalf("%v: exit %d: %s", tc.args, code, errOut)
+		}
+		pt, err := cipher.Open(strings.TrimSpace(out), tc.context)
+		if err != nil || string(pt) != project {
+			t.Fatalf("%v: opened %q, %v", tc.args, pt, err)
+		}
+		if _, err := cipher.Open(strings.TrimSpace(out), "other"); err == nil {
+			t.Fatalf("%v: opened under another context", tc.args)
+		}
+	}
+	if code, _, errOut := run(nil, "seal", project); code != 1 || !strings.Contains(errOut, "AES_KEY_BASE64") {
+		t.Fatalf("no key: exit %d %q", code, errOut)
+	}
+	if code, _, errOut := run(map[string]string{"AES_KEY_BASE64": "c2hvcnQ="}, "seal", project); code != 1 || !strings.Contains(errOut, "32 bytes") {
+		t.Fatalf("short key: exit %d %q", code, errOut)
+	}
+	for _, args := range [][]string{{"seal"}, {"seal", "a", "b"}, {"seal", "--context", "", "a"}} {
+		if code, _, errOut := run(map[string]string{"AES_KEY_BASE64": testAES}, args...); code != 2 || !strings.Contains(errOut, "usage: dev-hub") {
+			t.Fatalf("%v: exit %d %q", args, code, errOut)
+		}
+	}
+}
