@@ -1,10 +1,8 @@
 package api_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/base64"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -18,6 +16,7 @@ import (
 	"time"
 
 	"github.com/flip-trust/node/services/imaging-api/internal/api"
+	"github.com/flip-trust/node/services/imaging-api/internal/apitest"
 	"github.com/flip-trust/node/services/imaging-api/internal/cohortids"
 	"github.com/flip-trust/node/services/imaging-api/internal/dicomgen"
 	"github.com/flip-trust/node/services/imaging-api/internal/imagecache"
@@ -77,22 +76,10 @@ func newStage(t *testing.T) *stage {
 	}
 	cipher, _ := envelope.NewFromBase64(aesKey)
 	// data-access-api: releases the frozen cohort's accession ids over the mesh.
-	dapi := httptest.NewServer(mesh.NewVerifier("data-access-api", []byte(key), mesh.HeaderInternalKey, logging.Discard()).
-		Require("imaging-api")(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	dapi := apitest.CohortServer(t, key, cipher, hubID, func() ([]string, bool) {
 		s.hits.Add(1)
-		var in map[string]string
-		_ = json.NewDecoder(r.Body).Decode(&in)
-		if pid, err := cipher.Open(in["encrypted_project_id"], envelope.ProjectIDContext); err != nil || string(pid) != hubID {
-			w.WriteHeader(http.StatusBadRequest)
-			return
-		}
-		if s.small.Load() {
-			w.WriteHeader(http.StatusForbidden)
-			return
-		}
-		_, _ = w.Write([]byte(`{"accession_ids":["ACC-1","ACC-2","ACC-3"]}`))
-	})))
-	t.Cleanup(dapi.Close)
+		return []string{"ACC-1", "ACC-2", "ACC-3"}, !s.small.Load()
+	})
 
 	dir := t.TempDir()
 	reg, err := projects.Open(filepath.Join(dir, "projects.db"))
@@ -130,28 +117,7 @@ func newStage(t *testing.T) *stage {
 
 func (s *stage) do(method, path string, body any, out any) int {
 	s.t.Helper()
-	var rd io.Reader
-	if body != nil {
-		b, _ := json.Marshal(body)
-		rd = bytes.NewReader(b)
-	}
-	req, _ := http.NewRequest(method, s.url+path, rd)
-	req.Header.Set(mesh.HeaderInternalKey, key)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		s.t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	raw, _ := io.ReadAll(resp.Body)
-	if out != nil && resp.StatusCode < 300 {
-		if err := json.Unmarshal(raw, out); err != nil {
-			s.t.Fatalf("%s %s: %s: %v", method, path, raw, err)
-		}
-	}
-	if resp.StatusCode >= 300 && out == nil {
-		s.t.Logf("%s %s: %d %s", method, path, resp.StatusCode, raw)
-	}
-	return resp.StatusCode
+	return apitest.Client{T: s.t, URL: s.url, Key: key}.Do(method, path, body, out)
 }
 
 func encodedQuery() string {

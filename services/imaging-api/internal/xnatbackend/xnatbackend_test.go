@@ -5,10 +5,8 @@ package xnatbackend_test
 // our machines), with XNAT's DQR tables in a real PostgreSQL.
 
 import (
-	"bytes"
 	"context"
 	"encoding/base64"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -24,6 +22,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/flip-trust/node/services/imaging-api/internal/api"
+	"github.com/flip-trust/node/services/imaging-api/internal/apitest"
 	"github.com/flip-trust/node/services/imaging-api/internal/cohortids"
 	"github.com/flip-trust/node/services/imaging-api/internal/imagecache"
 	"github.com/flip-trust/node/services/imaging-api/internal/xnat"
@@ -133,23 +132,11 @@ func newStage(t *testing.T, withCommand bool) *stage {
 
 	s := &stage{t: t, srv: srv, cohort: []string{"ACC-1", "ACC-2", "AMB", "ACC-MISSING"}}
 	s.cipher, _ = envelope.NewFromBase64(aesKey)
-	dapi := httptest.NewServer(mesh.NewVerifier("data-access-api", []byte(key), mesh.HeaderInternalKey, logging.Discard()).
-		Require("imaging-api")(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		var in map[string]string
-		_ = json.NewDecoder(r.Body).Decode(&in)
-		if pid, err := s.cipher.Open(in["encrypted_project_id"], envelope.ProjectIDContext); err != nil || string(pid) != hubID {
-			w.WriteHeader(http.StatusBadRequest)
-			return
-		}
+	dapi := apitest.CohortServer(t, key, s.cipher, hubID, func() ([]string, bool) {
 		s.mu.Lock()
 		defer s.mu.Unlock()
-		if s.small {
-			w.WriteHeader(http.StatusForbidden)
-			return
-		}
-		_ = json.NewEncoder(w).Encode(map[string]any{"accession_ids": s.cohort})
-	})))
-	t.Cleanup(dapi.Close)
+		return s.cohort, !s.small
+	})
 
 	cl, err := xnat.New(xnat.Config{BaseURL: srv.URL, Username: xnattest.DefaultUsername, Password: xnattest.DefaultPassword,
 		Timeout: 5 * time.Second, ReceiverPort: 8104}, db, nil)
@@ -175,28 +162,7 @@ func newStage(t *testing.T, withCommand bool) *stage {
 
 func (s *stage) do(method, path string, body, out any) int {
 	s.t.Helper()
-	var rd io.Reader
-	if body != nil {
-		b, _ := json.Marshal(body)
-		rd = bytes.NewReader(b)
-	}
-	req, _ := http.NewRequest(method, s.url+path, rd)
-	req.Header.Set(mesh.HeaderInternalKey, key)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		s.t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	raw, _ := io.ReadAll(resp.Body)
-	if out != nil && resp.StatusCode < 300 {
-		if err := json.Unmarshal(raw, out); err != nil {
-			s.t.Fatalf("%s %s: %s: %v", method, path, raw, err)
-		}
-	}
-	if resp.StatusCode >= 300 {
-		s.t.Logf("%s %s: %d %s", method, path, resp.StatusCode, raw)
-	}
-	return resp.StatusCode
+	return apitest.Client{T: s.t, URL: s.url, Key: key}.Do(method, path, body, out)
 }
 
 var encodedQuery = base64.RawURLEncoding.EncodeToString([]byte("SELECT accession_id FROM image_occurrence"))

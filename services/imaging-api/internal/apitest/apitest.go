@@ -1,0 +1,81 @@
+// Package apitest holds what the route tests of both backends share: a
+// client that calls the routes with the trust-internal key, and a
+// data-access-api stand-in releasing a cohort's accession ids over the mesh.
+package apitest
+
+import (
+	"bytes"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+
+	"github.com/flip-trust/node/shared/envelope"
+	"github.com/flip-trust/node/shared/logging"
+	"github.com/flip-trust/node/shared/mesh"
+)
+
+// Client calls the routes at URL with Key in FLIP's header.
+type Client struct {
+	T        testing.TB
+	URL, Key string
+}
+
+// Do sends body as JSON, decodes a 2xx answer into out (if not nil), logs
+// other answers, and returns the status.
+func (c Client) Do(method, path string, body, out any) int {
+	c.T.Helper()
+	var rd io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			c.T.Fatal(err)
+		}
+		rd = bytes.NewReader(b)
+	}
+	req, err := http.NewRequest(method, c.URL+path, rd)
+	if err != nil {
+		c.T.Fatal(err)
+	}
+	req.Header.Set(mesh.HeaderInternalKey, c.Key)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		c.T.Fatal(err)
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	if out != nil && resp.StatusCode < 300 {
+		if err := json.Unmarshal(raw, out); err != nil {
+			c.T.Fatalf("%s %s: %s: %v", method, path, raw, err)
+		}
+	}
+	if resp.StatusCode >= 300 {
+		c.T.Logf("%s %s: %d %s", method, path, resp.StatusCode, raw)
+	}
+	return resp.StatusCode
+}
+
+// CohortServer stands in for data-access-api's POST /cohort/accession-ids:
+// it checks the mesh credential (key) and that the request names hubID
+// (sealed with cipher), then answers release(): the accession ids, or
+// false for the 403 of a cohort below the floor.
+func CohortServer(t testing.TB, key string, cipher *envelope.Cipher, hubID string, release func() ([]string, bool)) *httptest.Server {
+	srv := httptest.NewServer(mesh.NewVerifier("data-access-api", []byte(key), mesh.HeaderInternalKey, logging.Discard()).
+		Require("imaging-api")(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var in map[string]string
+		_ = json.NewDecoder(r.Body).Decode(&in)
+		if pid, err := cipher.Open(in["encrypted_project_id"], envelope.ProjectIDContext); err != nil || string(pid) != hubID {
+			w.WriteHeader(http.StatusBadRequest)
+			return
+		}
+		ids, ok := release()
+		if !ok {
+			w.WriteHeader(http.StatusForbidden)
+			return
+		}
+		_ = json.NewEncoder(w).Encode(map[string]any{"accession_ids": ids})
+	})))
+	t.Cleanup(srv.Close)
+	return srv
+}
