@@ -56,7 +56,11 @@ type stage struct {
 	hits  atomic.Int32
 }
 
-func newStage(t *testing.T) *stage {
+func newStage(t *testing.T) *stage { return newStageWith(t, 2, nil) }
+
+// newStageWith sets the import concurrency and may wrap the Orthanc backend
+// the importer drives.
+func newStageWith(t *testing.T, concurrency int, wrap func(importer.Backend) importer.Backend) *stage {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -87,8 +91,11 @@ func newStage(t *testing.T) *stage {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = reg.Close() })
-	backend := &native.Backend{Orthanc: s.oc, PACS: orthanctest.PACSAET, StagingAET: orthanctest.StagingAET}
-	s.imp, err = importer.Open(importer.Options{Path: filepath.Join(dir, "imports.db"), Concurrency: 2, MaxAttempts: 2,
+	var backend importer.Backend = &native.Backend{Orthanc: s.oc, PACS: orthanctest.PACSAET, StagingAET: orthanctest.StagingAET}
+	if wrap != nil {
+		backend = wrap(backend)
+	}
+	s.imp, err = importer.Open(importer.Options{Path: filepath.Join(dir, "imports.db"), Concurrency: concurrency, MaxAttempts: 2,
 		BackoffMin: 50 * time.Millisecond, BackoffMax: 100 * time.Millisecond, StallTimeout: time.Minute}, backend)
 	if err != nil {
 		t.Fatal(err)
@@ -300,24 +307,58 @@ func TestProvisionImportStatusDownloadDelete(t *testing.T) {
 	}
 }
 
-// With the PACS down, the import fails after its retries; reimport after the
-// PACS returns completes it, and staging holds each instance once.
+// killDuringSecondMove stops the PACS while the import's second study is
+// moving.
+type killDuringSecondMove struct {
+	importer.Backend
+	moves atomic.Int32
+	kill  func()
+}
+
+func (k *killDuringSecondMove) Move(ctx context.Context, m importer.Match, progress func(int)) error {
+	if k.moves.Add(1) == 2 {
+		go func() { time.Sleep(5 * time.Millisecond); k.kill() }()
+	}
+	return k.Backend.Move(ctx, m, progress)
+}
+
+// The PACS stops in the middle of an import (while the second study
+// moves): the first study stays imported, the others are retried and then
+// fail; after the PACS returns, reimport completes the cohort and staging
+// holds each instance once.
 func TestReimportAfterPACSOutage(t *testing.T) {
-	s := newStage(t)
-	s.pair.PACS.Kill()
+	var s *stage
+	s = newStageWith(t, 1, func(b importer.Backend) importer.Backend {
+		return &killDuringSecondMove{Backend: b, kill: func() { s.pair.PACS.Kill() }}
+	})
 	var created api.CreatedProject
 	if code := s.do(http.MethodPost, "/projects/create-project-from-central-hub-project", hubProject(), &created); code != 200 {
 		t.Fatalf("create: %d", code)
 	}
 	deadline := time.Now().Add(30 * time.Second)
-	for c := s.status(created.ID); c.Queued+c.Processing > 0; c = s.status(created.ID) {
+	var c api.ImportCounts
+	for done, total := s.imp.Progress(created.ID); total < 3 || done < total; done, total = s.imp.Progress(created.ID) {
 		if time.Now().After(deadline) {
-			t.Fatalf("import still running with the PACS down: %+v", c)
+			t.Fatalf("import still running with the PACS down: %d/%d", done, total)
 		}
-		time.Sleep(100 * time.Millisecond)
+		time.Sleep(50 * time.Millisecond)
 	}
-	if c := s.status(created.ID); c.Successful != 0 {
-		t.Fatalf("imported with the PACS down: %+v", c)
+	c = s.status(created.ID)
+	if c.Successful != 1 || c.Failed+c.QueueFailed != 2 {
+		t.Fatalf("after the PACS stopped mid-import: %+v, want 1 imported and 2 failed", c)
+	}
+	recs, err := s.imp.Records(created.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	retried := false
+	for _, r := range recs {
+		if r.State == importer.StateFailed || (r.State == importer.StateQueueFailed && r.Attempts > 1) {
+			retried = retried || r.Attempts >= 2
+		}
+	}
+	if !retried {
+		t.Errorf("the study interrupted by the outage was not retried before failing: %+v", recs)
 	}
 	if err := s.pair.PACS.Start(context.Background()); err != nil {
 		t.Fatal(err)
