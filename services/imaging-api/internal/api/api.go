@@ -195,11 +195,12 @@ func (a *API) createFromHub(r *http.Request) (CreatedProject, error) {
 		users = append(users, projects.User(u))
 	}
 	p, created, err := a.o.Projects.Provision(hubID, projects.Project{
-		Name:         fmt.Sprintf("%s:%s-FL-Project", in.ProjectName, hubID),
-		Description:  "Project corresponding to central hub project " + hubID,
-		Query:        in.Query,
-		Users:        users,
-		DicomToNifti: toNifti,
+		Name:          fmt.Sprintf("%s:%s-FL-Project", in.ProjectName, hubID),
+		Description:   "Project corresponding to central hub project " + hubID,
+		Query:         in.Query,
+		Users:         users,
+		DicomToNifti:  toNifti,
+		CohortPending: true,
 	})
 	if err != nil {
 		return CreatedProject{}, err
@@ -235,7 +236,28 @@ func (a *API) importCohort(ctx context.Context, p projects.Project) {
 		a.o.Logger.Error("import could not be queued", "project", p.ID, "error", err.Error())
 		return
 	}
+	if err := a.o.Projects.CohortQueued(p.ID); err != nil && !errors.Is(err, projects.ErrNotFound) {
+		a.o.Logger.Warn("cohort queued but not recorded as such: it is queued again at the next start", "project", p.ID, "error", err.Error())
+	}
 	a.o.Logger.Info("cohort import queued", "project", p.ID, "accessions", len(ids))
+}
+
+// ResumeCohorts queues, in the background, the cohort of every project
+// provisioned without its cohort being queued: the process stopped (or was
+// killed) before data-access-api answered, or data-access-api refused or
+// failed then. Call it once the importer is started.
+func (a *API) ResumeCohorts() error {
+	list, err := a.o.Projects.List()
+	if err != nil {
+		return err
+	}
+	for _, p := range list {
+		if p.CohortPending {
+			a.o.Logger.Info("imaging project's cohort not queued yet; importing it", "project", p.ID)
+			a.o.Background(func(ctx context.Context) { a.importCohort(ctx, p) })
+		}
+	}
+	return nil
 }
 
 func (a *API) deleteProject(r *http.Request) (Project, error) {
