@@ -35,9 +35,16 @@ func (s *Buffer) String() string {
 	return s.b.String()
 }
 
+// Process is a child process started by Start.
+type Process struct {
+	cmd  *exec.Cmd
+	out  *Buffer
+	done chan struct{} // closed once the process has been reaped
+}
+
 // Start runs path with args and env (plus PATH and HOME) until the test
 // ends; the last tail bytes of its output are logged if the test failed.
-func Start(t testing.TB, name, path string, env []string, args ...string) {
+func Start(t testing.TB, name, path string, env []string, args ...string) *Process {
 	t.Helper()
 	const tail = 6000
 	cmd := exec.Command(path, args...)
@@ -48,11 +55,10 @@ func Start(t testing.TB, name, path string, env []string, args ...string) {
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start %s: %v", name, err)
 	}
-	done := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(done) }()
+	p := &Process{cmd: cmd, out: out, done: make(chan struct{})}
+	go func() { _ = cmd.Wait(); close(p.done) }()
 	t.Cleanup(func() {
-		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-		<-done
+		p.Kill()
 		if t.Failed() {
 			s := out.String()
 			if len(s) > tail {
@@ -61,7 +67,34 @@ func Start(t testing.TB, name, path string, env []string, args ...string) {
 			t.Logf("---- %s output ----\n%s", name, s)
 		}
 	})
+	return p
 }
+
+// Kill ends the process and its children at once (SIGKILL), as a crash
+// would, and waits until it has exited. Killing an exited process does
+// nothing.
+func (p *Process) Kill() {
+	select {
+	case <-p.done:
+		return
+	default:
+	}
+	_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
+	<-p.done
+}
+
+// Exited reports whether the process has exited.
+func (p *Process) Exited() bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// Output returns what the process has written to stdout and stderr so far.
+func (p *Process) Output() string { return p.out.String() }
 
 // FreeAddr returns a loopback address whose port was free a moment ago.
 func FreeAddr(t testing.TB) string {

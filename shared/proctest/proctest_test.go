@@ -6,6 +6,7 @@ import (
 	"os/exec"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestStartAndWait(t *testing.T) {
@@ -25,4 +26,24 @@ func TestStartAndWait(t *testing.T) {
 	if b.String() != "x" {
 		t.Errorf("Buffer %q", b.String())
 	}
+}
+
+func TestKill(t *testing.T) {
+	sh, err := exec.LookPath("sh")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := Start(t, "sleeper", sh, nil, "-c", "echo up; exec sleep 30")
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(p.Output(), "up") {
+		if p.Exited() || time.Now().After(deadline) {
+			t.Fatalf("not up: %q", p.Output())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	p.Kill()
+	if !p.Exited() {
+		t.Fatal("still running after Kill")
+	}
+	p.Kill() // again: nothing to do
 }

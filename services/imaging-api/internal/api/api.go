@@ -207,6 +207,22 @@ func (a *API) importCohort(ctx context.Context, projectID, hubID, query string) 
 	a.o.Logger.Info("cohort import queued", "project", projectID, "accessions", len(ids))
 }
 
+// ResumeCohorts queues, in the background, the cohort of every project
+// provisioned without its cohort being queued: the process stopped (or was
+// killed) before data-access-api answered, or data-access-api refused or
+// failed then. Call it once the backend's importer is started.
+func (a *API) ResumeCohorts(ctx context.Context) error {
+	list, err := a.o.Backend.PendingCohorts(ctx)
+	if err != nil {
+		return err
+	}
+	for _, p := range list {
+		a.o.Logger.Info("imaging project's cohort not queued yet; importing it", "project", p.ProjectID)
+		a.o.Background(func(ctx context.Context) { a.importCohort(ctx, p.ProjectID, p.HubProjectID, p.Query) })
+	}
+	return nil
+}
+
 func (a *API) deleteProject(r *http.Request) (Project, error) {
 	p, err := a.o.Backend.DeleteProject(r.Context(), chi.URLParam(r, "id"))
 	return p, storeError(r, err, DetailProjectNotFound)

@@ -52,8 +52,13 @@ type stage struct {
 	oc    *orthanc.Client
 	imp   *importer.Importer
 	cache *imagecache.Cache
+	api   *api.API
+	reg   *projects.Store
 	small atomic.Bool
+	down  atomic.Bool
 	hits  atomic.Int32
+	// refused counts the requests answered 503 while down.
+	refused atomic.Int32
 }
 
 func newStage(t *testing.T) *stage { return newStageWith(t, 2, nil) }
@@ -80,9 +85,16 @@ func newStageWith(t *testing.T, concurrency int, wrap func(importer.Backend) imp
 	}
 	cipher, _ := envelope.NewFromBase64(aesKey)
 	// data-access-api: releases the frozen cohort's accession ids over the mesh.
-	dapi := apitest.CohortServer(t, key, cipher, hubID, func() ([]string, bool) {
+	dapi := apitest.CohortServer(t, key, cipher, hubID, func() ([]string, int) {
 		s.hits.Add(1)
-		return []string{"ACC-1", "ACC-2", "ACC-3"}, !s.small.Load()
+		switch {
+		case s.small.Load():
+			return nil, http.StatusForbidden
+		case s.down.Load():
+			s.refused.Add(1)
+			return nil, http.StatusServiceUnavailable
+		}
+		return []string{"ACC-1", "ACC-2", "ACC-3"}, http.StatusOK
 	})
 
 	dir := t.TempDir()
@@ -91,6 +103,7 @@ func newStageWith(t *testing.T, concurrency int, wrap func(importer.Backend) imp
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = reg.Close() })
+	s.reg = reg
 	var backend importer.Backend = &native.Backend{Orthanc: s.oc, PACS: orthanctest.PACSAET, StagingAET: orthanctest.StagingAET}
 	if wrap != nil {
 		backend = wrap(backend)
@@ -110,12 +123,13 @@ func newStageWith(t *testing.T, concurrency int, wrap func(importer.Backend) imp
 	srv := httpx.NewServer(httpx.DefaultConfig(":0"), nil, nil, nil)
 	svc := &native.Service{Projects: reg, Importer: s.imp, Orthanc: s.oc, PACS: orthanctest.PACSAET,
 		StagingAET: orthanctest.StagingAET, UploadDir: filepath.Join(dir, "uploads")}
-	api.New(api.Options{
+	s.api = api.New(api.Options{
 		Backend: svc,
 		Cohorts: cohortids.New(dapi.URL, cipher, mesh.NewSigner("imaging-api", []byte(key)), mesh.ModeJWT, mesh.HeaderInternalKey),
 		Cache:   s.cache, Cipher: cipher, ReimportEnabled: true,
 		Verifier: mesh.NewVerifier("imaging-api", []byte(key), mesh.HeaderInternalKey, logging.Discard()),
-	}).Mount(srv.Router())
+	})
+	s.api.Mount(srv.Router())
 	hs := httptest.NewServer(srv.Handler())
 	t.Cleanup(hs.Close)
 	s.url = hs.URL
@@ -386,4 +400,53 @@ func TestReimportAfterPACSOutage(t *testing.T) {
 		t.Errorf("query: %d %+v", code, studies)
 	}
 	fmt.Fprint(io.Discard, s.hits.Load())
+}
+
+// A project provisioned while data-access-api cannot release its cohort
+// stays pending, so nothing is lost: ResumeCohorts (run at every start)
+// queues and imports the cohort once data-access-api answers, and then
+// leaves the project alone.
+func TestCohortQueuedAtResume(t *testing.T) {
+	s := newStage(t)
+	s.down.Store(true)
+	var created api.CreatedProject
+	if code := s.do(http.MethodPost, "/projects/create-project-from-central-hub-project", hubProject(), &created); code != 200 {
+		t.Fatalf("create: %d", code)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for s.refused.Load() == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("provisioning never asked data-access-api for the cohort")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if p, err := s.reg.Get(created.ID); err != nil || !p.CohortPending {
+		t.Fatalf("project after a failed cohort request: %+v %v", p, err)
+	}
+	if rs, err := s.imp.Records(created.ID); err != nil || len(rs) != 0 {
+		t.Fatalf("records without a cohort: %v %v", rs, err)
+	}
+
+	s.down.Store(false)
+	if err := s.api.ResumeCohorts(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	deadline = time.Now().Add(30 * time.Second)
+	for c := s.status(created.ID); c.Successful != 2 || c.QueueFailed != 1; c = s.status(created.ID) {
+		if time.Now().After(deadline) {
+			t.Fatalf("import after resuming: %+v", c)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if p, err := s.reg.Get(created.ID); err != nil || p.CohortPending {
+		t.Fatalf("project still pending after its cohort was queued: %+v %v", p, err)
+	}
+	hits := s.hits.Load()
+	if err := s.api.ResumeCohorts(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(50 * time.Millisecond)
+	if s.hits.Load() != hits {
+		t.Error("ResumeCohorts asked again for a cohort already queued")
+	}
 }

@@ -23,9 +23,14 @@ type Backend interface {
 	// the one it already has, with its users recorded or provisioned.
 	Provision(ctx context.Context, in CentralHubProject) (Provisioned, error)
 	// Import retrieves the accessions into the project, in the background:
-	// it returns once the work is queued. Accessions already imported or
-	// under way are left alone.
+	// it returns once the work is queued, and from then on the project's
+	// cohort is no longer pending. Accessions already imported or under way
+	// are left alone.
 	Import(ctx context.Context, projectID string, accessions []string) error
+	// PendingCohorts lists the projects provisioned whose cohort was not
+	// queued yet (the process stopped first, or data-access-api did not
+	// answer), so that a start can queue them.
+	PendingCohorts(ctx context.Context) ([]PendingCohort, error)
 	// QueueImport queues the named PACS studies for import into a project
 	// (queue_image_import_request).
 	QueueImport(ctx context.Context, req ImportStudyRequest) ([]ImportStudyResponse, error)
@@ -76,6 +81,11 @@ type Provisioned struct {
 	Project Project
 	// Created reports whether the project is new.
 	Created bool
+}
+
+// PendingCohort is a project whose cohort is still to be queued.
+type PendingCohort struct {
+	ProjectID, HubProjectID, Query string
 }
 
 // FetchRequest names what an FL job downloads.

@@ -58,9 +58,9 @@ func (c Client) Do(method, path string, body, out any) int {
 
 // CohortServer stands in for data-access-api's POST /cohort/accession-ids:
 // it checks the mesh credential (key) and that the request names hubID
-// (sealed with cipher), then answers release(): the accession ids, or
-// false for the 403 of a cohort below the floor.
-func CohortServer(t testing.TB, key string, cipher *envelope.Cipher, hubID string, release func() ([]string, bool)) *httptest.Server {
+// (sealed with cipher), then answers release(): the accession ids with
+// status 200, or another status alone (403: the cohort is below the floor).
+func CohortServer(t testing.TB, key string, cipher *envelope.Cipher, hubID string, release func() ([]string, int)) *httptest.Server {
 	srv := httptest.NewServer(mesh.NewVerifier("data-access-api", []byte(key), mesh.HeaderInternalKey, logging.Discard()).
 		Require("imaging-api")(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		var in map[string]string
@@ -69,9 +69,9 @@ func CohortServer(t testing.TB, key string, cipher *envelope.Cipher, hubID strin
 			w.WriteHeader(http.StatusBadRequest)
 			return
 		}
-		ids, ok := release()
-		if !ok {
-			w.WriteHeader(http.StatusForbidden)
+		ids, status := release()
+		if status != http.StatusOK {
+			w.WriteHeader(status)
 			return
 		}
 		_ = json.NewEncoder(w).Encode(map[string]any{"accession_ids": ids})

@@ -45,6 +45,7 @@ type App struct {
 	logger   *slog.Logger
 	projects *projects.Store
 	importer *importer.Importer
+	api      *api.API
 	cache    *imagecache.Cache
 	server   *httpx.Server
 	bg       sync.WaitGroup
@@ -102,12 +103,13 @@ func New(cfg config.Config, logger *slog.Logger, reg *prometheus.Registry, build
 	srvCfg := httpx.DefaultConfig(cfg.Addr)
 	srvCfg.WriteTimeout = 0 // downloads of large studies
 	a.server = httpx.NewServer(srvCfg, logger, reg, health)
-	api.New(api.Options{
+	a.api = api.New(api.Options{
 		Backend: backend,
 		Cohorts: cohortids.New(cfg.DataAccessURL, cipher, mesh.NewSigner(Service, []byte(cfg.InternalKey)), mesh.ModeJWT, cfg.InternalKeyHeader),
 		Cache:   cache, Cipher: cipher, Verifier: verifier, ReimportEnabled: cfg.ReimportEnabled, Logger: logger,
 		Background: a.background,
-	}).Mount(a.server.Router())
+	})
+	a.api.Mount(a.server.Router())
 	return a, nil
 }
 
@@ -194,10 +196,14 @@ func (a *App) sharedBy(project, studyUID string) bool {
 func (a *App) Listen() (net.Addr, error) { return a.server.Listen() }
 
 // Run starts the import workers and the cache sweeper and serves until ctx
-// ends; imports in flight resume at the next start.
+// ends; imports in flight resume at the next start, and so do cohorts of
+// provisioned projects that were not queued yet.
 func (a *App) Run(ctx context.Context) error {
 	if a.importer != nil {
 		a.importer.Start(ctx)
+	}
+	if err := a.api.ResumeCohorts(ctx); err != nil {
+		a.logger.Error("projects unreadable: cohorts not queued yet stay so until the next start", "error", err.Error())
 	}
 	if a.cfg.CacheRetention {
 		a.background(func(bg context.Context) {

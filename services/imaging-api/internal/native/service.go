@@ -72,11 +72,12 @@ func (s *Service) Provision(_ context.Context, in api.CentralHubProject) (api.Pr
 		users = append(users, projects.User(u))
 	}
 	p, created, err := s.Projects.Provision(in.ProjectID, projects.Project{
-		Name:         fmt.Sprintf("%s:%s-FL-Project", in.ProjectName, in.ProjectID),
-		Description:  "Project corresponding to central hub project " + in.ProjectID,
-		Query:        in.Query,
-		Users:        users,
-		DicomToNifti: in.ToNifti(),
+		Name:          fmt.Sprintf("%s:%s-FL-Project", in.ProjectName, in.ProjectID),
+		Description:   "Project corresponding to central hub project " + in.ProjectID,
+		Query:         in.Query,
+		Users:         users,
+		DicomToNifti:  in.ToNifti(),
+		CohortPending: true,
 	})
 	if err != nil {
 		return api.Provisioned{}, err
@@ -98,9 +99,31 @@ func (s *Service) Provision(_ context.Context, in api.CentralHubProject) (api.Pr
 	}, nil
 }
 
-// Import queues the accessions in the importer.
+// Import queues the accessions in the importer and records the project's
+// cohort as queued.
 func (s *Service) Import(_ context.Context, projectID string, accessions []string) error {
-	return s.Importer.Enqueue(projectID, accessions)
+	if err := s.Importer.Enqueue(projectID, accessions); err != nil {
+		return err
+	}
+	if err := s.Projects.CohortQueued(projectID); err != nil && !errors.Is(err, projects.ErrNotFound) {
+		return fmt.Errorf("cohort queued but not recorded as such (it is queued again at the next start): %w", err)
+	}
+	return nil
+}
+
+// PendingCohorts lists the projects whose cohort is not queued yet.
+func (s *Service) PendingCohorts(context.Context) ([]api.PendingCohort, error) {
+	list, err := s.Projects.List()
+	if err != nil {
+		return nil, err
+	}
+	var out []api.PendingCohort
+	for _, p := range list {
+		if p.CohortPending {
+			out = append(out, api.PendingCohort{ProjectID: p.ID, HubProjectID: p.HubProjectID, Query: p.Query})
+		}
+	}
+	return out, nil
 }
 
 // QueueImport queues the studies' accessions for the project. The importer

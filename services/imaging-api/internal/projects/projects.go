@@ -47,6 +47,9 @@ type Project struct {
 	Users        []User    `json:"users,omitempty"`
 	DicomToNifti bool      `json:"dicom_to_nifti"`
 	CreatedAt    time.Time `json:"created_at"`
+	// CohortPending marks a project whose cohort has not been queued for
+	// import yet; it is cleared by CohortQueued.
+	CohortPending bool `json:"cohort_pending,omitempty"`
 }
 
 // Store is the durable project registry.
@@ -94,6 +97,26 @@ func (s *Store) Provision(hubID string, p Project) (out Project, created bool, e
 		return nil
 	})
 	return out, created, err
+}
+
+// CohortQueued records that the cohort of project id is queued for import
+// (clears CohortPending); ErrNotFound if the project is absent.
+func (s *Store) CohortQueued(id string) error {
+	p, err := s.Get(id)
+	if err != nil || !p.CohortPending {
+		return err
+	}
+	return s.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketByID).Get([]byte(id))
+		if b == nil {
+			return ErrNotFound
+		}
+		if err := json.Unmarshal(b, &p); err != nil {
+			return err
+		}
+		p.CohortPending = false
+		return put(tx, p)
+	})
 }
 
 // Create adds a bare project with the given id; ErrExists if the id or its

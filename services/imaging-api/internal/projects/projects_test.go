@@ -73,3 +73,39 @@ func TestProvisionIsIdempotentOnTheHubProject(t *testing.T) {
 		t.Errorf("second delete: %v", err)
 	}
 }
+
+// CohortPending survives a restart until CohortQueued clears it.
+func TestCohortPending(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "projects.db")
+	s, err := Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hub := "1c2d3e4f-5a6b-4c7d-8e9f-0a1b2c3d4e5f"
+	p, _, err := s.Provision(hub, Project{Name: "x", Query: "SELECT 1", CohortPending: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = s.Close()
+	if s, err = Open(path); err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if got, err := s.Get(p.ID); err != nil || !got.CohortPending {
+		t.Fatalf("after reopen: %+v %v", got, err)
+	}
+	for range 2 { // clearing twice is fine
+		if err := s.CohortQueued(p.ID); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got, err := s.ByHub(hub); err != nil || got.CohortPending || got.Query != "SELECT 1" || got.ID != p.ID {
+		t.Fatalf("after CohortQueued: %+v %v", got, err)
+	}
+	if err := s.CohortQueued("no-such-project"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("CohortQueued of a missing project: %v", err)
+	}
+	if list, _ := s.List(); len(list) != 1 {
+		t.Fatalf("%d projects, want 1", len(list))
+	}
+}

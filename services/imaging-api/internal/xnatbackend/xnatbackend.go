@@ -307,6 +307,11 @@ func (b *Backend) Import(ctx context.Context, projectID string, accessions []str
 	return nil
 }
 
+// PendingCohorts is empty: the XNAT backend keeps no state of its own. A
+// cohort lost to a stop between provisioning and queueing shows as
+// queue_failed, and the hub's reimport queues it.
+func (b *Backend) PendingCohorts(context.Context) ([]api.PendingCohort, error) { return nil, nil }
+
 // QueueImport passes the request to DQR.
 func (b *Backend) QueueImport(ctx context.Context, req api.ImportStudyRequest) ([]api.ImportStudyResponse, error) {
 	x := xnat.ImportRequest{AETitle: req.AETitle, ProjectID: req.ProjectID, ForceImport: req.ForceImport == nil || *req.ForceImport}

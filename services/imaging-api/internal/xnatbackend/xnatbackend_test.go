@@ -132,10 +132,13 @@ func newStage(t *testing.T, withCommand bool) *stage {
 
 	s := &stage{t: t, srv: srv, cohort: []string{"ACC-1", "ACC-2", "AMB", "ACC-MISSING"}}
 	s.cipher, _ = envelope.NewFromBase64(aesKey)
-	dapi := apitest.CohortServer(t, key, s.cipher, hubID, func() ([]string, bool) {
+	dapi := apitest.CohortServer(t, key, s.cipher, hubID, func() ([]string, int) {
 		s.mu.Lock()
 		defer s.mu.Unlock()
-		return s.cohort, !s.small
+		if s.small {
+			return nil, http.StatusForbidden
+		}
+		return s.cohort, http.StatusOK
 	})
 
 	cl, err := xnat.New(xnat.Config{BaseURL: srv.URL, Username: xnattest.DefaultUsername, Password: xnattest.DefaultPassword,

@@ -35,23 +35,29 @@ const (
 
 func build(t *testing.T, dir string) map[string]string {
 	t.Helper()
-	_, file, _, _ := runtime.Caller(0)
-	services := filepath.Join(filepath.Dir(file), "..", "..", "..")
 	out := map[string]string{}
 	for _, b := range []struct{ module, cmd, cgo string }{
 		{"trust-api", "trust-api", "0"}, {"dev-hub", "dev-hub", "0"}, {"data-access-api", "data-access-api", "1"},
 		{"data-access-api", "omop-synth", "1"}, {"imaging-api", "imaging-api", "0"}, {"imaging-api", "dicom-synth", "0"},
 	} {
-		path := filepath.Join(dir, b.cmd)
-		cmd := exec.Command("go", "build", "-o", path, "./cmd/"+b.cmd)
-		cmd.Dir = filepath.Join(services, b.module)
-		cmd.Env = append(os.Environ(), "CGO_ENABLED="+b.cgo)
-		if o, err := cmd.CombinedOutput(); err != nil {
-			t.Fatalf("build %s: %v\n%s", b.cmd, err, o)
-		}
-		out[b.cmd] = path
+		out[b.cmd] = goBuild(t, dir, b.module, b.cmd, b.cgo)
 	}
 	return out
+}
+
+// goBuild builds services/<module>/cmd/<cmd> into dir and returns its path.
+func goBuild(t *testing.T, dir, module, cmd, cgo string) string {
+	t.Helper()
+	_, file, _, _ := runtime.Caller(0)
+	services := filepath.Join(filepath.Dir(file), "..", "..", "..")
+	path := filepath.Join(dir, cmd)
+	c := exec.Command("go", "build", "-o", path, "./cmd/"+cmd)
+	c.Dir = filepath.Join(services, module)
+	c.Env = append(os.Environ(), "CGO_ENABLED="+cgo)
+	if o, err := c.CombinedOutput(); err != nil {
+		t.Fatalf("build %s: %v\n%s", cmd, err, o)
+	}
+	return path
 }
 
 func run(t *testing.T, path string, env []string, args ...string) string {
