@@ -61,7 +61,8 @@ func (b *Backend) Move(ctx context.Context, m importer.Match, progress func(int)
 	return nil
 }
 
-// Present reports whether staging holds the whole study.
+// Present reports whether staging holds the whole study; without the
+// PACS's instance count it cannot know, and reports false.
 func (b *Backend) Present(ctx context.Context, m importer.Match) (bool, error) {
 	local, err := b.Orthanc.LocalStudy(ctx, m.StudyUID)
 	if errors.Is(err, orthanc.ErrNotFound) {
@@ -77,7 +78,10 @@ func (b *Backend) Present(ctx context.Context, m importer.Match) (bool, error) {
 	if m.Instances > 0 {
 		return n >= m.Instances, nil
 	}
-	return n > 0, nil
+	// The PACS did not say how many instances the study has, so a partial
+	// copy (a move cut short) cannot be told from a whole one: move again,
+	// which staging makes harmless by ignoring instances it already holds.
+	return false, nil
 }
 
 // Remove deletes the staged study unless another project still holds it.
