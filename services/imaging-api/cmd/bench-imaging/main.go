@@ -23,7 +23,10 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/flip-trust/node/services/imaging-api/internal/dicomgen"
@@ -59,7 +62,8 @@ func run() error {
 	perStudy := flag.Int("instances", 20, "instances per study")
 	size := flag.Int("size", 256, "image rows and columns")
 	concurrency := flag.Int("concurrency", 4, "studies moved at once")
-	rounds := flag.Int("rounds", 3, "rounds of each measurement, alternating which side goes first")
+	rounds := flag.Int("rounds", 5, "rounds of each measurement, alternating which side goes first")
+	download := flag.Bool("download", true, "measure downloads too")
 	flag.Parse()
 	if *rounds < 1 {
 		return errors.New("-rounds must be at least 1")
@@ -126,12 +130,22 @@ func run() error {
 
 	fmt.Printf("\nimport of %d instances (%d studies x %d), concurrency %d (goal: <= 1.2x)\n",
 		*studies**perStudy, *studies, *perStudy, *concurrency)
-	var importRatios []float64
+	var importRatios, cpuRatios []float64
 	for r := range *rounds {
-		var bare, ours time.Duration
+		var bare, ours, bareCPU, oursCPU time.Duration
 		sides := []func() error{
-			func() (err error) { bare, err = b.importDirect(ctx); return err },
-			func() (err error) { ours, err = b.importJournal(ctx, fmt.Sprintf("bench-%d", r+1)); return err },
+			func() (err error) {
+				c := b.cpu()
+				bare, err = b.importDirect(ctx)
+				bareCPU = b.cpu() - c
+				return err
+			},
+			func() (err error) {
+				c := b.cpu()
+				ours, err = b.importJournal(ctx, fmt.Sprintf("bench-%d", r+1))
+				oursCPU = b.cpu() - c
+				return err
+			},
 		}
 		if r%2 == 1 {
 			slices.Reverse(sides)
@@ -145,18 +159,25 @@ func run() error {
 			}
 		}
 		importRatios = append(importRatios, float64(ours)/float64(bare))
+		cpuRatios = append(cpuRatios, float64(oursCPU)/float64(bareCPU))
 		first := "direct first"
 		if r%2 == 1 {
 			first = "imaging-api first"
 		}
 		fmt.Printf("  round %d (%s)\n", r+1, first)
-		fmt.Printf("    C-MOVEs straight to Orthanc's REST API  %8.0f ms\n", ms(bare))
-		fmt.Printf("    through imaging-api's import journal    %8.0f ms   ratio %.2fx\n", ms(ours), float64(ours)/float64(bare))
+		fmt.Printf("    C-MOVEs straight to Orthanc's REST API  %8.0f ms   CPU %6.0f ms\n", ms(bare), ms(bareCPU))
+		fmt.Printf("    through imaging-api's import journal    %8.0f ms   CPU %6.0f ms   ratio %.2fx (CPU %.2fx)\n",
+			ms(ours), ms(oursCPU), float64(ours)/float64(bare), float64(oursCPU)/float64(bareCPU))
 	}
 	med, lo, hi := spread(importRatios)
 	fmt.Printf("  median ratio %.2fx (rounds %.2f-%.2fx)%s\n", med, lo, hi, verdict(med <= 1.2))
+	med, lo, hi = spread(cpuRatios)
+	fmt.Printf("  median CPU ratio %.2fx (rounds %.2f-%.2fx): CPU time of both Orthancs and this process\n", med, lo, hi)
 	fmt.Printf("  imaging-api's backend calls, mean per accession: %s\n", b.calls.summary())
 
+	if !*download {
+		return nil
+	}
 	// Downloads need the studies in staging.
 	if _, err := b.importJournal(ctx, "bench-download"); err != nil {
 		return err
@@ -263,6 +284,39 @@ func (b *bench) downloadStaged(ctx context.Context, net string) (time.Duration, 
 		}
 	}
 	return time.Since(start), nil
+}
+
+// cpu returns the CPU time (user and system) used so far by this process
+// and both Orthanc servers: unlike the elapsed time, it hardly depends on
+// what else the machine runs.
+func (b *bench) cpu() time.Duration {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	total := time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	for _, s := range []*orthanctest.Server{b.pair.PACS, b.pair.Staging} {
+		total += processCPU(s.PID())
+	}
+	return total
+}
+
+// processCPU reads a process's user and system time from /proc (0 when
+// unreadable).
+func processCPU(pid int) time.Duration {
+	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	// The fields after the command name (in parentheses): state is the
+	// first, utime and stime the 12th and 13th, in clock ticks.
+	s := string(raw)
+	fields := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+	if len(fields) < 13 {
+		return 0
+	}
+	utime, _ := strconv.ParseInt(fields[11], 10, 64)
+	stime, _ := strconv.ParseInt(fields[12], 10, 64)
+	const tick = 10 * time.Millisecond // USER_HZ is 100 on Linux
+	return time.Duration(utime+stime) * tick
 }
 
 // timedBackend adds up the time the importer spends in each backend call.
