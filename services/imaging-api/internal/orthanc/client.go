@@ -88,6 +88,15 @@ func New(cfg Config) (*Client, error) {
 		move:    httpx.NewClient(cfg.MoveTimeout),
 		archive: archive,
 	}
+	// Orthanc gzips every answer (JSON, and DICOM files too) for a client
+	// that accepts it, and Go's clients accept it unless told otherwise.
+	// Staging sits next to imaging-api: compressing costs CPU on both ends
+	// and saves nothing worth it.
+	for _, hc := range []*http.Client{c.http, c.move, c.archive} {
+		if t, ok := hc.Transport.(*http.Transport); ok {
+			t.DisableCompression = true
+		}
+	}
 	return c, nil
 }
 
