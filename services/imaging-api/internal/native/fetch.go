@@ -106,6 +106,9 @@ func Fetch(ctx context.Context, oc *orthanc.Client, studyUID, accession, resourc
 		}
 	}
 	for _, sc := range scans {
+		if len(sc.files) == 0 {
+			continue
+		}
 		if err := convert(ctx, dcm2niix, filepath.Join(work, "dicom", sc.name), filepath.Join(work, "nifti", sc.name),
 			path.Join(accession, "scans", sc.name, "resources", ResourceNIFTI, "files"), zw); err != nil {
 			return err
