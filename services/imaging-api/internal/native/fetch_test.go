@@ -11,6 +11,7 @@ import (
 	"maps"
 	"net/http"
 	"net/http/httptest"
+	"os/exec"
 	"path"
 	"slices"
 	"strings"
@@ -102,6 +103,31 @@ func TestFetchMatchesArchive(t *testing.T) {
 	})
 	if len(got) != 12 || !maps.Equal(got, want) {
 		t.Errorf("fetched %v,\nthe archive gives %v", slices.Sorted(maps.Keys(got)), slices.Sorted(maps.Keys(want)))
+	}
+
+	// ALL: the same DICOM files, and one NIfTI volume per series.
+	if _, err := exec.LookPath("dcm2niix"); err != nil {
+		t.Skip("dcm2niix is not installed")
+	}
+	buf.Reset()
+	if err := Fetch(ctx, oc, uid, "ACCFETCH1", ResourceALL, t.TempDir(), &buf); err != nil {
+		t.Fatal(err)
+	}
+	all := entries(t, buf.Bytes(), func(name string) string { return name })
+	volumes := 0
+	for name, data := range all {
+		switch {
+		case strings.Contains(name, "/resources/NIFTI/files/") && strings.HasSuffix(name, ".nii.gz"):
+			volumes++
+		case strings.Contains(name, "/resources/DICOM/files/"):
+			if want[name] != data {
+				t.Errorf("ALL: %s differs from the DICOM download", name)
+			}
+			delete(want, name)
+		}
+	}
+	if volumes != 3 || len(want) != 0 {
+		t.Errorf("ALL: %d NIfTI volumes, want 3; DICOM files missing: %v", volumes, slices.Sorted(maps.Keys(want)))
 	}
 }
 
