@@ -8,6 +8,10 @@
 //     staging Orthanc's REST API at the same concurrency (goal <= 1.2x);
 //   - download: staging an accession for an FL job (FLIP's layout) against
 //     Orthanc's own /studies/{id}/archive endpoint, in MB/s.
+//
+// Each is measured in several rounds that alternate which side goes first,
+// so that neither side always meets a colder or busier machine; every round
+// is printed, and the verdict is taken on the median of the rounds' ratios.
 package main
 
 import (
@@ -19,7 +23,10 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/flip-trust/node/services/imaging-api/internal/dicomgen"
@@ -38,12 +45,29 @@ func main() {
 	}
 }
 
+type bench struct {
+	pair        *orthanctest.Pair
+	oc          *orthanc.Client
+	set         []dicomgen.Study
+	uids        []string
+	perStudy    int
+	concurrency int
+	imp         *importer.Importer
+	calls       *timedBackend
+	cache       *imagecache.Cache
+}
+
 func run() error {
 	studies := flag.Int("studies", 50, "studies on the PACS")
 	perStudy := flag.Int("instances", 20, "instances per study")
 	size := flag.Int("size", 256, "image rows and columns")
 	concurrency := flag.Int("concurrency", 4, "studies moved at once")
+	rounds := flag.Int("rounds", 5, "rounds of each measurement, alternating which side goes first")
+	download := flag.Bool("download", true, "measure downloads too")
 	flag.Parse()
+	if *rounds < 1 {
+		return errors.New("-rounds must be at least 1")
+	}
 	ctx := context.Background()
 
 	pair, err := orthanctest.StartPair(ctx)
@@ -51,131 +75,307 @@ func run() error {
 		return err
 	}
 	defer pair.Close()
-	var set []dicomgen.Study
+	b := &bench{pair: pair, perStudy: *perStudy, concurrency: *concurrency}
 	for i := range *studies {
-		set = append(set, dicomgen.Study{PatientID: fmt.Sprintf("BENCH%03d", i), AccessionNumber: fmt.Sprintf("BENCH-%04d", i),
+		b.set = append(b.set, dicomgen.Study{PatientID: fmt.Sprintf("BENCH%03d", i), AccessionNumber: fmt.Sprintf("BENCH-%04d", i),
 			Modality: "CT", Series: 1, PerSeries: *perStudy, Rows: *size, Cols: *size})
 	}
 	up := &dicomgen.Uploader{URL: pair.PACS.URL, User: pair.PACS.User, Password: pair.PACS.Password}
-	loaded, err := up.UploadStudies(ctx, slices.Values(set), 4, nil)
+	loaded, err := up.UploadStudies(ctx, slices.Values(b.set), 4, nil)
 	if err != nil {
 		return err
 	}
 	fmt.Printf("PACS loaded: %d studies, %d instances, %.1f MB\n", loaded.Studies, loaded.Instances, float64(loaded.Bytes)/1e6)
-	oc, err := orthanc.New(orthanc.Config{URL: pair.Staging.URL, User: pair.Staging.User, Password: pair.Staging.Password})
+	b.oc, err = orthanc.New(orthanc.Config{URL: pair.Staging.URL, User: pair.Staging.User, Password: pair.Staging.Password})
 	if err != nil {
 		return err
 	}
-
-	// Baseline: the C-MOVEs straight to Orthanc's REST API.
-	uids := make([]string, len(set))
-	for i, s := range set {
-		found, err := oc.FindStudies(ctx, orthanctest.PACSAET, s.AccessionNumber)
+	for _, s := range b.set {
+		found, err := b.oc.FindStudies(ctx, orthanctest.PACSAET, s.AccessionNumber)
 		if err != nil || len(found) != 1 {
 			return fmt.Errorf("find %s: %v (%d)", s.AccessionNumber, err, len(found))
 		}
-		uids[i] = found[0].StudyInstanceUID
+		b.uids = append(b.uids, found[0].StudyInstanceUID)
 	}
-	start := time.Now()
-	if err := parallel(uids, *concurrency, func(uid string) error {
-		return oc.MoveStudy(ctx, orthanctest.PACSAET, uid, orthanctest.StagingAET)
-	}); err != nil {
+
+	dir, err := os.MkdirTemp("", "bench-imaging-")
+	if err != nil {
 		return err
 	}
-	bare := time.Since(start)
-	if err := expect(ctx, pair.Staging, *studies, *studies**perStudy); err != nil {
+	defer os.RemoveAll(dir)
+	backend := &native.Backend{Orthanc: b.oc, PACS: orthanctest.PACSAET, StagingAET: orthanctest.StagingAET}
+	b.calls = &timedBackend{Backend: backend}
+	b.imp, err = importer.Open(importer.Options{Path: filepath.Join(dir, "imports.db"), Concurrency: *concurrency,
+		Logger: logging.Discard()}, b.calls)
+	if err != nil {
+		return err
+	}
+	runCtx, stop := context.WithCancel(ctx)
+	defer stop()
+	b.imp.Start(runCtx)
+	defer b.imp.Close()
+	if b.cache, err = imagecache.New(filepath.Join(dir, "images"), nil); err != nil {
+		return err
+	}
+
+	// An untimed pass first: a fresh staging Orthanc is slower to fill
+	// (new storage folders, a growing index) than one that already held
+	// and dropped the studies, which every measured pass then meets.
+	if _, err := b.importDirect(ctx); err != nil {
 		return err
 	}
 	if err := pair.Staging.Clear(ctx); err != nil {
 		return err
 	}
 
-	// imaging-api's import machinery.
-	dir, err := os.MkdirTemp("", "bench-imaging-")
-	if err != nil {
+	fmt.Printf("\nimport of %d instances (%d studies x %d), concurrency %d (goal: <= 1.2x)\n",
+		*studies**perStudy, *studies, *perStudy, *concurrency)
+	var importRatios, cpuRatios []float64
+	for r := range *rounds {
+		var bare, ours, bareCPU, oursCPU time.Duration
+		sides := []func() error{
+			func() (err error) {
+				c := b.cpu()
+				bare, err = b.importDirect(ctx)
+				bareCPU = b.cpu() - c
+				return err
+			},
+			func() (err error) {
+				c := b.cpu()
+				ours, err = b.importJournal(ctx, fmt.Sprintf("bench-%d", r+1))
+				oursCPU = b.cpu() - c
+				return err
+			},
+		}
+		if r%2 == 1 {
+			slices.Reverse(sides)
+		}
+		for _, side := range sides {
+			if err := side(); err != nil {
+				return err
+			}
+			if err := pair.Staging.Clear(ctx); err != nil {
+				return err
+			}
+		}
+		importRatios = append(importRatios, float64(ours)/float64(bare))
+		cpuRatios = append(cpuRatios, float64(oursCPU)/float64(bareCPU))
+		first := "direct first"
+		if r%2 == 1 {
+			first = "imaging-api first"
+		}
+		fmt.Printf("  round %d (%s)\n", r+1, first)
+		fmt.Printf("    C-MOVEs straight to Orthanc's REST API  %8.0f ms   CPU %6.0f ms\n", ms(bare), ms(bareCPU))
+		fmt.Printf("    through imaging-api's import journal    %8.0f ms   CPU %6.0f ms   ratio %.2fx (CPU %.2fx)\n",
+			ms(ours), ms(oursCPU), float64(ours)/float64(bare), float64(oursCPU)/float64(bareCPU))
+	}
+	med, lo, hi := spread(importRatios)
+	fmt.Printf("  median ratio %.2fx (rounds %.2f-%.2fx)%s\n", med, lo, hi, verdict(med <= 1.2))
+	med, lo, hi = spread(cpuRatios)
+	fmt.Printf("  median CPU ratio %.2fx (rounds %.2f-%.2fx): CPU time of both Orthancs and this process\n", med, lo, hi)
+	fmt.Printf("  imaging-api's backend calls, mean per accession: %s\n", b.calls.summary())
+
+	if !*download {
+		return nil
+	}
+	// Downloads need the studies in staging.
+	if _, err := b.importJournal(ctx, "bench-download"); err != nil {
 		return err
 	}
-	defer os.RemoveAll(dir)
-	backend := &native.Backend{Orthanc: oc, PACS: orthanctest.PACSAET, StagingAET: orthanctest.StagingAET}
-	imp, err := importer.Open(importer.Options{Path: filepath.Join(dir, "imports.db"), Concurrency: *concurrency,
-		Logger: logging.Discard()}, backend)
-	if err != nil {
-		return err
+	var total int64
+	var dlRatios []float64
+	fmt.Printf("\ndownload of %d studies, one at a time\n", len(b.uids))
+	for r := range *rounds {
+		var archive, staged time.Duration
+		sides := []func() error{
+			func() (err error) { archive, total, err = b.downloadArchive(ctx); return err },
+			func() (err error) { staged, err = b.downloadStaged(ctx, fmt.Sprintf("net-%d", r+1)); return err },
+		}
+		if r%2 == 1 {
+			slices.Reverse(sides)
+		}
+		for _, side := range sides {
+			if err := side(); err != nil {
+				return err
+			}
+		}
+		mb := float64(total) / 1e6
+		dlRatios = append(dlRatios, float64(staged)/float64(archive))
+		fmt.Printf("  round %d (%.1f MB of archives)\n", r+1, mb)
+		fmt.Printf("    Orthanc /studies/{id}/archive           %8.0f ms  %7.1f MB/s\n", ms(archive), mb/archive.Seconds())
+		fmt.Printf("    staged for an FL job (FLIP layout)      %8.0f ms  %7.1f MB/s   ratio %.2fx\n", ms(staged), mb/staged.Seconds(),
+			float64(staged)/float64(archive))
 	}
-	runCtx, stop := context.WithCancel(ctx)
-	defer stop()
-	imp.Start(runCtx)
-	accessions := make([]string, len(set))
-	for i, s := range set {
+	med, lo, hi = spread(dlRatios)
+	fmt.Printf("  median time ratio %.2fx (rounds %.2f-%.2fx)\n", med, lo, hi)
+	return nil
+}
+
+// importDirect issues the C-MOVEs straight to staging's REST API, at the
+// same concurrency as the importer.
+func (b *bench) importDirect(ctx context.Context) (time.Duration, error) {
+	start := time.Now()
+	if err := parallel(b.uids, b.concurrency, func(uid string) error {
+		return b.oc.MoveStudy(ctx, orthanctest.PACSAET, uid, orthanctest.StagingAET)
+	}); err != nil {
+		return 0, err
+	}
+	took := time.Since(start)
+	return took, expect(ctx, b.pair.Staging, len(b.set), len(b.set)*b.perStudy)
+}
+
+// importJournal imports every accession as a new project through the
+// importer.
+func (b *bench) importJournal(ctx context.Context, project string) (time.Duration, error) {
+	accessions := make([]string, len(b.set))
+	for i, s := range b.set {
 		accessions[i] = s.AccessionNumber
 	}
-	start = time.Now()
-	if err := imp.Enqueue("bench", accessions); err != nil {
-		return err
+	start := time.Now()
+	if err := b.imp.Enqueue(project, accessions); err != nil {
+		return 0, err
 	}
 	for {
-		if done, _ := imp.Progress("bench"); done == len(accessions) {
+		if done, _ := b.imp.Progress(project); done == len(accessions) {
 			break
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	ours := time.Since(start)
-	if c, err := imp.Status("bench", accessions); err != nil || c.Successful != len(accessions) {
-		return fmt.Errorf("import ended with %+v (%v)", c, err)
+	took := time.Since(start)
+	if c, err := b.imp.Status(project, accessions); err != nil || c.Successful != len(accessions) {
+		return 0, fmt.Errorf("import ended with %+v (%v)", c, err)
 	}
-	if err := expect(ctx, pair.Staging, *studies, *studies**perStudy); err != nil {
-		return err
-	}
-	fmt.Printf("\nimport of %d instances (%d studies x %d), concurrency %d (goal: <= 1.2x)\n", *studies**perStudy, *studies, *perStudy, *concurrency)
-	fmt.Printf("  C-MOVEs straight to Orthanc's REST API  %8.0f ms\n", ms(bare))
-	fmt.Printf("  through imaging-api's import journal    %8.0f ms   ratio %.2fx%s\n", ms(ours), float64(ours)/float64(bare),
-		verdict(float64(ours)/float64(bare) <= 1.2))
+	return took, expect(ctx, b.pair.Staging, len(b.set), len(b.set)*b.perStudy)
+}
 
-	// Downloads: Orthanc's archive endpoint vs staging for an FL job.
+// downloadArchive streams every study's archive from staging.
+func (b *bench) downloadArchive(ctx context.Context) (time.Duration, int64, error) {
 	var total int64
-	start = time.Now()
-	for _, uid := range uids {
-		local, err := oc.LocalStudy(ctx, uid)
+	start := time.Now()
+	for _, uid := range b.uids {
+		local, err := b.oc.LocalStudy(ctx, uid)
 		if err != nil {
-			return err
+			return 0, 0, err
 		}
-		rc, err := oc.StudyArchive(ctx, local.ID)
+		rc, err := b.oc.StudyArchive(ctx, local.ID)
 		if err != nil {
-			return err
+			return 0, 0, err
 		}
 		n, err := io.Copy(io.Discard, rc)
 		rc.Close()
 		if err != nil {
-			return err
+			return 0, 0, err
 		}
 		total += n
 	}
-	archive := time.Since(start)
-	cache, err := imagecache.New(filepath.Join(dir, "images"), nil)
-	if err != nil {
-		return err
-	}
-	start = time.Now()
-	for i, uid := range uids {
-		key := imagecache.Key{Net: "net-1", Project: "bench", Accession: set[i].AccessionNumber, Assessor: "scan", Resource: native.ResourceDICOM}
-		if _, err := cache.Get(ctx, key, false, func(ctx context.Context, w io.Writer) error {
-			return native.Fetch(ctx, oc, uid, set[i].AccessionNumber, native.ResourceDICOM, cache.Base(), "", w)
+	return time.Since(start), total, nil
+}
+
+// downloadStaged stages every study for an FL job of net, as the download
+// route does.
+func (b *bench) downloadStaged(ctx context.Context, net string) (time.Duration, error) {
+	start := time.Now()
+	for i, uid := range b.uids {
+		key := imagecache.Key{Net: net, Project: "bench", Accession: b.set[i].AccessionNumber, Assessor: "scan", Resource: native.ResourceDICOM}
+		if _, err := b.cache.Get(ctx, key, false, func(ctx context.Context, w io.Writer) error {
+			return native.Fetch(ctx, b.oc, uid, b.set[i].AccessionNumber, native.ResourceDICOM, b.cache.Base(), "", w)
 		}); err != nil {
-			return err
+			return 0, err
 		}
 	}
-	staged := time.Since(start)
-	stop()
-	_ = imp.Close()
-	mb := float64(total) / 1e6
-	fmt.Printf("\ndownload of %d studies (%.1f MB of archives), one at a time\n", len(uids), mb)
-	fmt.Printf("  Orthanc /studies/{id}/archive           %8.0f ms  %7.1f MB/s\n", ms(archive), mb/archive.Seconds())
-	fmt.Printf("  staged for an FL job (FLIP layout)      %8.0f ms  %7.1f MB/s   ratio %.2fx\n", ms(staged), mb/staged.Seconds(),
-		float64(staged)/float64(archive))
-	return nil
+	return time.Since(start), nil
+}
+
+// cpu returns the CPU time (user and system) used so far by this process
+// and both Orthanc servers: unlike the elapsed time, it hardly depends on
+// what else the machine runs.
+func (b *bench) cpu() time.Duration {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	total := time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	for _, s := range []*orthanctest.Server{b.pair.PACS, b.pair.Staging} {
+		total += processCPU(s.PID())
+	}
+	return total
+}
+
+// processCPU reads a process's user and system time from /proc (0 when
+// unreadable).
+func processCPU(pid int) time.Duration {
+	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	// The fields after the command name (in parentheses): state is the
+	// first, utime and stime the 12th and 13th, in clock ticks.
+	s := string(raw)
+	fields := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+	if len(fields) < 13 {
+		return 0
+	}
+	utime, _ := strconv.ParseInt(fields[11], 10, 64)
+	stime, _ := strconv.ParseInt(fields[12], 10, 64)
+	const tick = 10 * time.Millisecond // USER_HZ is 100 on Linux
+	return time.Duration(utime+stime) * tick
+}
+
+// timedBackend adds up the time the importer spends in each backend call.
+type timedBackend struct {
+	importer.Backend
+	mu    sync.Mutex
+	spent map[string]time.Duration
+	calls map[string]int
+}
+
+func (t *timedBackend) since(call string, start time.Time) {
+	d := time.Since(start)
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.spent == nil {
+		t.spent, t.calls = map[string]time.Duration{}, map[string]int{}
+	}
+	t.spent[call] += d
+	t.calls[call]++
+}
+
+func (t *timedBackend) Find(ctx context.Context, accession string) ([]importer.Match, error) {
+	defer t.since("find", time.Now())
+	return t.Backend.Find(ctx, accession)
+}
+
+func (t *timedBackend) Present(ctx context.Context, m importer.Match) (bool, error) {
+	defer t.since("present", time.Now())
+	return t.Backend.Present(ctx, m)
+}
+
+func (t *timedBackend) Move(ctx context.Context, m importer.Match, progress func(int)) error {
+	defer t.since("move", time.Now())
+	return t.Backend.Move(ctx, m, progress)
+}
+
+func (t *timedBackend) summary() string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	s := ""
+	for _, call := range []string{"find", "present", "move"} {
+		if n := t.calls[call]; n > 0 {
+			s += fmt.Sprintf("%s %.1f ms  ", call, ms(t.spent[call])/float64(n))
+		}
+	}
+	return s
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+// spread returns the median, least and greatest of xs.
+func spread(xs []float64) (med, lo, hi float64) {
+	s := slices.Sorted(slices.Values(xs))
+	med = s[len(s)/2]
+	if len(s)%2 == 0 {
+		med = (s[len(s)/2-1] + s[len(s)/2]) / 2
+	}
+	return med, s[0], s[len(s)-1]
+}
 
 func verdict(ok bool) string {
 	if ok {

@@ -7,18 +7,22 @@
 // An accession of a project moves through these states, each change committed
 // (and fsynced) before the step it guards is taken:
 //
-//	(never seen) -> queued -> moving -> imported
-//	                  ^  |       |
-//	                  |  |       +----> failed        (attempts exhausted, or a permanent error)
-//	                  +--|-------+                    (failed attempt, retried after a backoff)
-//	                     +------------> queue_failed  (invalid accession, no exact PACS match,
-//	                                                   ambiguous match, or lookups kept failing)
+//	(never seen) -> queued -> moving -> imported    the study moved into staging
+//	                queued -> imported              it was already complete in staging
+//	        queued, moving -> queued                a failed attempt, retried after a backoff
+//	        queued, moving -> failed                attempts exhausted, or a permanent error
+//	                queued -> queue_failed          invalid accession, no exact PACS match,
+//	                                                ambiguous match, or lookups kept failing
 //
 // An attempt looks the study up (once; the chosen study UID is kept), asks the
 // Backend whether it is already complete in staging, and only then moves it,
-// so a study is never moved twice after a restart. An attempt that reports no
-// progress for Options.StallTimeout is cancelled and counts as failed. A
-// process that stops while an accession is moving resumes it as queued.
+// so a study is never moved twice after a restart. The accession stays queued
+// through the lookup (its chosen study is recorded) and the staging check,
+// and turns moving just before its move. While a study moves,
+// the worker already looks the next queued accession up, so that its move can
+// start as soon as the worker is free. An attempt that reports no progress
+// for Options.StallTimeout is cancelled and counts as failed. A process that
+// stops while an accession is moving resumes it as queued.
 //
 // Status reports FLIP's five counts over a cohort (successful, failed,
 // processing, queued, queue_failed) and Reimport puts failed and
@@ -104,8 +108,9 @@ const (
 type Options struct {
 	// Path is the bbolt state file, created if missing.
 	Path string
-	// Concurrency bounds the attempts in flight across all projects
-	// (default DefaultConcurrency).
+	// Concurrency bounds the moves in flight across all projects (default
+	// DefaultConcurrency). While they run, as many of the next queued
+	// accessions may be looked up and checked in staging.
 	Concurrency int
 	// MaxAttempts is how many failed attempts end an accession as failed
 	// (default DefaultMaxAttempts). A restart does not consume an attempt.
@@ -153,6 +158,7 @@ type Importer struct {
 	parked   map[string]*item   // requeued while their last attempt finishes
 	deleting map[string]bool    // projects being deleted
 	changed  chan struct{}      // closed and replaced when work is added
+	handoff  chan *task         // prepared tasks, from look-aheads to workers
 
 	wg sync.WaitGroup
 }
@@ -193,6 +199,7 @@ func Open(opts Options, backend Backend) (*Importer, error) {
 		parked:   map[string]*item{},
 		deleting: map[string]bool{},
 		changed:  make(chan struct{}),
+		handoff:  make(chan *task),
 	}, nil
 }
 

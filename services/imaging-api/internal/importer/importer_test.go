@@ -1034,3 +1034,85 @@ func TestHeldElsewhere(t *testing.T) {
 		t.Error("an unknown study is held")
 	}
 }
+
+// TestLookupOverlapsMove checks that while a study moves, the next
+// accession is looked up and checked in staging, staying queued until its
+// own move begins.
+func TestLookupOverlapsMove(t *testing.T) {
+	be := newFake("o1", "o2", "o3")
+	hold := make(chan struct{})
+	be.block[uid("o1")] = hold
+	im := open(t, be, func(o *Options) { o.Concurrency = 1 })
+	if err := im.Enqueue("p", []string{"o1", "o2", "o3"}); err != nil {
+		t.Fatal(err)
+	}
+	im.Start(context.Background())
+	be.waitStarted(t, uid("o1"))
+	waitFor(t, "the lookup of o2 during the move of o1", func() bool { return be.count(be.finds, "o2") == 1 })
+	waitFor(t, "o2's study to be recorded", func() bool {
+		r, _, _ := im.Lookup("p", "o2")
+		return r.StudyUID == uid("o2")
+	})
+	if r := mustRecord(t, im, "p", "o2"); r.State != StateQueued {
+		t.Errorf("o2 while o1 moves = %+v, want queued", r)
+	}
+	if got, _ := im.Status("p", []string{"o1", "o2", "o3"}); got != (Counts{Processing: 1, Queued: 2}) {
+		t.Errorf("Status while o1 moves = %+v, want 1 processing and 2 queued", got)
+	}
+	if n := be.count(be.moves, uid("o2")); n != 0 {
+		t.Errorf("o2 moved %d times while o1 moved, want 0 (concurrency 1)", n)
+	}
+	close(hold)
+	waitDone(t, im, "p", 3)
+	for _, a := range []string{"o1", "o2", "o3"} {
+		if r := mustRecord(t, im, "p", a); r.State != StateImported || r.StudyUID != uid(a) {
+			t.Errorf("%s = %+v, want imported", a, r)
+		}
+		if n, m := be.count(be.finds, a), be.count(be.moves, uid(a)); n != 1 || m != 1 {
+			t.Errorf("%s looked up %d and moved %d times, want 1 and 1", a, n, m)
+		}
+	}
+	be.mu.Lock()
+	peak := be.maxInflight
+	be.mu.Unlock()
+	if peak != 1 {
+		t.Errorf("peak of %d moves in flight, want 1", peak)
+	}
+}
+
+// TestDeleteWhileLookedUpAhead deletes a project whose accession was
+// looked up ahead and waits for a worker: the deletion does not wait for
+// the move in progress, and the accession is never moved.
+func TestDeleteWhileLookedUpAhead(t *testing.T) {
+	be := newFake("x1", "y1")
+	hold := make(chan struct{})
+	be.block[uid("x1")] = hold
+	im := open(t, be, func(o *Options) { o.Concurrency = 1 })
+	if err := im.Enqueue("X", []string{"x1"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := im.Enqueue("Y", []string{"y1"}); err != nil {
+		t.Fatal(err)
+	}
+	im.Start(context.Background())
+	be.waitStarted(t, uid("x1"))
+	waitFor(t, "the lookup of y1", func() bool { return be.count(be.finds, "y1") == 1 })
+	deleted := make(chan error, 1)
+	go func() { deleted <- im.DeleteProject(context.Background(), "Y") }()
+	select {
+	case err := <-deleted:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("DeleteProject waited for another project's move")
+	}
+	close(hold)
+	waitDone(t, im, "X", 1)
+	if n := be.count(be.moves, uid("y1")); n != 0 {
+		t.Errorf("y1 moved %d times after its project was deleted", n)
+	}
+	if recs, _ := im.Records("Y"); len(recs) != 0 {
+		t.Errorf("records of Y after delete: %v", recs)
+	}
+}

@@ -16,10 +16,11 @@ type State string
 
 // Accession states. An accession the project never saw has no state.
 const (
-	// StateQueued: waiting for a worker (maybe until NotBefore, after a
-	// failed attempt).
+	// StateQueued: waiting for its move (maybe until NotBefore, after a
+	// failed attempt); the PACS lookup and staging check that precede the
+	// move may be under way.
 	StateQueued State = "queued"
-	// StateMoving: an attempt is under way.
+	// StateMoving: the chosen study (recorded) is being moved into staging.
 	StateMoving State = "moving"
 	// StateImported: the study is complete in staging (terminal).
 	StateImported State = "imported"

@@ -1,8 +1,8 @@
 // Package orthanc is the REST client imaging-api uses to drive its STAGING
 // Orthanc: check the PACS with C-ECHO, find studies on the PACS by accession
 // number with C-FIND, pull them into staging with C-MOVE, look studies up in
-// staging, count their instances, download them as zip archives and delete
-// them.
+// staging, count their instances, download them (as zip archives, or series
+// by series and instance by instance) and delete them.
 //
 // The staging Orthanc talks DICOM to the PACS on the client's behalf; the
 // client only speaks HTTP (with basic authentication) to staging. Failures
@@ -78,7 +78,7 @@ func New(cfg Config) (*Client, error) {
 	archive := httpx.NewClient(cfg.ArchiveHeaderTimeout)
 	archive.Timeout = 0 // the transport still bounds the wait for the answer's headers
 	dimse := max(int((cfg.DIMSETimeout+time.Second-1)/time.Second), 1)
-	return &Client{
+	c := &Client{
 		base:         strings.TrimRight(u.String(), "/"),
 		user:         cfg.User,
 		password:     cfg.Password,
@@ -87,7 +87,17 @@ func New(cfg Config) (*Client, error) {
 		http:    httpx.NewClient(max(cfg.Timeout, cfg.DIMSETimeout+5*time.Second)),
 		move:    httpx.NewClient(cfg.MoveTimeout),
 		archive: archive,
-	}, nil
+	}
+	// Orthanc gzips every answer (JSON, and DICOM files too) for a client
+	// that accepts it, and Go's clients accept it unless told otherwise.
+	// Staging sits next to imaging-api: compressing costs CPU on both ends
+	// and saves nothing worth it.
+	for _, hc := range []*http.Client{c.http, c.move, c.archive} {
+		if t, ok := hc.Transport.(*http.Transport); ok {
+			t.DisableCompression = true
+		}
+	}
+	return c, nil
 }
 
 func orDuration(v, d time.Duration) time.Duration {
@@ -336,7 +346,12 @@ func (c *Client) StudyArchive(ctx context.Context, id string) (io.ReadCloser, er
 	if err := checkID(op, id); err != nil {
 		return nil, err
 	}
-	resp, err := c.send(ctx, c.archive, op, http.MethodGet, "/studies/"+id+"/archive", nil)
+	return c.stream(ctx, op, "/studies/"+id+"/archive")
+}
+
+// stream GETs path and returns the body of a 200 answer.
+func (c *Client) stream(ctx context.Context, op, path string) (io.ReadCloser, error) {
+	resp, err := c.send(ctx, c.archive, op, http.MethodGet, path, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -346,6 +361,59 @@ func (c *Client) StudyArchive(ctx context.Context, id string) (io.ReadCloser, er
 		return nil, statusError(op, resp.StatusCode, b, false)
 	}
 	return resp.Body, nil
+}
+
+// Series is one series of a study stored in staging.
+type Series struct {
+	// ID is Orthanc's identifier of the series.
+	ID                                                     string
+	SeriesInstanceUID, Modality, SeriesDescription, Number string
+	// Instances are Orthanc's identifiers of the series' instances, in
+	// Orthanc's order (the order of its archives).
+	Instances []string
+}
+
+// StudySeries returns the series staging holds for the study with Orthanc
+// ID id, with their instances, in one request.
+func (c *Client) StudySeries(ctx context.Context, id string) ([]Series, error) {
+	const op = "list study series"
+	if err := checkID(op, id); err != nil {
+		return nil, err
+	}
+	var found []struct {
+		ID            string
+		MainDicomTags map[string]string
+		Instances     []string
+	}
+	if err := c.doJSON(ctx, c.http, op, http.MethodGet, "/studies/"+id+"/series?expand", nil, &found, false); err != nil {
+		return nil, err
+	}
+	out := make([]Series, 0, len(found))
+	for _, f := range found {
+		if !validID(f.ID) {
+			return nil, &Error{Op: op, Err: errors.New("staging returned a series without a valid ID")}
+		}
+		for _, inst := range f.Instances {
+			if !validID(inst) {
+				return nil, &Error{Op: op, Err: errors.New("staging returned an instance without a valid ID")}
+			}
+		}
+		t := f.MainDicomTags
+		out = append(out, Series{ID: f.ID, SeriesInstanceUID: t["SeriesInstanceUID"], Modality: t["Modality"],
+			SeriesDescription: t["SeriesDescription"], Number: t["SeriesNumber"], Instances: f.Instances})
+	}
+	return out, nil
+}
+
+// InstanceFile streams the DICOM file of the instance with Orthanc ID id,
+// as staging stored it. The caller closes the reader; ctx bounds the whole
+// transfer.
+func (c *Client) InstanceFile(ctx context.Context, id string) (io.ReadCloser, error) {
+	const op = "download instance"
+	if err := checkID(op, id); err != nil {
+		return nil, err
+	}
+	return c.stream(ctx, op, "/instances/"+id+"/file")
 }
 
 // send performs one request; transport failures become *Error values.

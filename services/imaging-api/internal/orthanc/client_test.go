@@ -8,9 +8,12 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -397,5 +400,39 @@ func TestPACSOutage(t *testing.T) {
 	}
 	if err := c.Echo(ctx, "PACS"); err != nil {
 		t.Errorf("echo after the PACS resumed: %v", err)
+	}
+}
+
+// The client asks staging for uncompressed answers: Orthanc would
+// otherwise gzip every answer, DICOM files included.
+func TestNoCompressedAnswers(t *testing.T) {
+	var mu sync.Mutex
+	var accepted []string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		accepted = append(accepted, r.URL.Path+": "+r.Header.Get("Accept-Encoding"))
+		mu.Unlock()
+		_, _ = io.WriteString(w, "{}")
+	}))
+	defer srv.Close()
+	c, err := orthanc.New(orthanc.Config{URL: srv.URL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := t.Context()
+	if _, err := c.System(ctx); err != nil {
+		t.Fatal(err)
+	}
+	_ = c.MoveStudy(ctx, "PACS", "1.2.3", "STAGING")
+	rc, err := c.InstanceFile(ctx, "abcd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = rc.Close()
+	mu.Lock()
+	defer mu.Unlock()
+	want := []string{"/system: ", "/modalities/PACS/move: ", "/instances/abcd/file: "}
+	if !slices.Equal(accepted, want) {
+		t.Errorf("requests %q, want %q", accepted, want)
 	}
 }

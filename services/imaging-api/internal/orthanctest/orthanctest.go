@@ -319,6 +319,16 @@ func (s *Server) Running() bool {
 	return s.proc != nil
 }
 
+// PID returns the process id of the running server, 0 while it is stopped.
+func (s *Server) PID() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.proc == nil {
+		return 0
+	}
+	return s.proc.cmd.Process.Pid
+}
+
 // Stop shuts the server down gracefully (SIGTERM) and waits for it; Orthanc
 // takes about four seconds. The process is killed if it has not exited
 // after 15 s.
