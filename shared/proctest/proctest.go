@@ -5,10 +5,13 @@ package proctest
 
 import (
 	"bytes"
+	"context"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
+	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -121,4 +124,49 @@ func WaitHTTP(t testing.TB, url string) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	t.Fatalf("%s not answering", url)
+}
+
+// Build compiles ./cmd/<cmd> of the Go module in moduleDir into dir, with
+// cgo on or off, and returns the binary's path.
+func Build(t testing.TB, dir, moduleDir, cmd string, cgo bool) string {
+	t.Helper()
+	path := filepath.Join(dir, cmd)
+	c := exec.Command("go", "build", "-o", path, "./cmd/"+cmd)
+	c.Dir = moduleDir
+	flag := "0"
+	if cgo {
+		flag = "1"
+	}
+	c.Env = append(os.Environ(), "CGO_ENABLED="+flag)
+	if out, err := c.CombinedOutput(); err != nil {
+		t.Fatalf("build %s: %v\n%s", cmd, err, out)
+	}
+	return path
+}
+
+// Run runs path with args and env (plus PATH) to completion within two
+// minutes and returns its standard output; a failure ends the test with the
+// standard error.
+func Run(t testing.TB, path string, env []string, args ...string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, path, args...)
+	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH")}, env...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("%s %s: %v\n%s", filepath.Base(path), strings.Join(args, " "), err, stderr.String())
+	}
+	return stdout.String()
+}
+
+// LastField returns the last whitespace-separated field of s (a CLI's
+// printed id), or "".
+func LastField(s string) string {
+	f := strings.Fields(s)
+	if len(f) == 0 {
+		return ""
+	}
+	return f[len(f)-1]
 }

@@ -35,15 +35,11 @@ func build(t *testing.T, dir string) map[string]string {
 	_, file, _, _ := runtime.Caller(0)
 	services := filepath.Join(filepath.Dir(file), "..", "..", "..")
 	out := map[string]string{}
-	for _, b := range []struct{ module, cgo string }{{"trust-api", "0"}, {"dev-hub", "0"}, {"data-access-api", "1"}} {
-		path := filepath.Join(dir, b.module)
-		cmd := exec.Command("go", "build", "-o", path, "./cmd/"+b.module)
-		cmd.Dir = filepath.Join(services, b.module)
-		cmd.Env = append(os.Environ(), "CGO_ENABLED="+b.cgo)
-		if o, err := cmd.CombinedOutput(); err != nil {
-			t.Fatalf("build %s: %v\n%s", b.module, err, o)
-		}
-		out[b.module] = path
+	for _, b := range []struct {
+		module string
+		cgo    bool
+	}{{"trust-api", false}, {"dev-hub", false}, {"data-access-api", true}} {
+		out[b.module] = proctest.Build(t, dir, filepath.Join(services, b.module), b.module, b.cgo)
 	}
 	return out
 }
@@ -92,14 +88,6 @@ func getJSON(t *testing.T, url string) map[string]any {
 		t.Fatal(err)
 	}
 	return m
-}
-
-func lastField(s string) string {
-	f := strings.Fields(s)
-	if len(f) == 0 {
-		return ""
-	}
-	return f[len(f)-1]
 }
 
 // A cohort_query and a persist_cohort submitted at dev-hub run through
@@ -162,7 +150,7 @@ func TestCohortTasksThroughTrustAPI(t *testing.T) {
 
 	// cohort_query: statistics computed in PostgreSQL reach the hub.
 	const queryID = "7c9e6679-7425-40de-944b-e07fc1f90ae7"
-	id := lastField(h.cli(t, "task", "submit", "--trust", "e2e-omop", "--type", "cohort_query", "--sql", imagingQuery,
+	id := proctest.LastField(h.cli(t, "task", "submit", "--trust", "e2e-omop", "--type", "cohort_query", "--sql", imagingQuery,
 		"--project-id", "9a3e8f1c-2b4d-4c6e-8f00-1a2b3c4d5e6f", "--query-id", queryID))
 	h.cli(t, "task", "wait", id, "--timeout", "60s")
 	var task struct {
@@ -196,7 +184,7 @@ func TestCohortTasksThroughTrustAPI(t *testing.T) {
 	project := "5b0c8e4a-1d2f-4e3a-9b7c-6d5e4f3a2b1c"
 	enc, _ := cipher.Seal([]byte(project), envelope.ProjectIDContext)
 	body, _ := json.Marshal(map[string]string{"encrypted_project_id": enc, "query": imagingQuery})
-	id = lastField(h.cli(t, "task", "submit", "--trust", "e2e-omop", "--type", "persist_cohort", "--payload", string(body)))
+	id = proctest.LastField(h.cli(t, "task", "submit", "--trust", "e2e-omop", "--type", "persist_cohort", "--payload", string(body)))
 	h.cli(t, "task", "wait", id, "--timeout", "60s")
 	var persisted struct {
 		Status string  `json:"status"`

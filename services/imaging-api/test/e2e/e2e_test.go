@@ -14,7 +14,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strconv"
@@ -49,47 +48,15 @@ func build(t *testing.T, dir string) map[string]string {
 func goBuild(t *testing.T, dir, module, cmd, cgo string) string {
 	t.Helper()
 	_, file, _, _ := runtime.Caller(0)
-	services := filepath.Join(filepath.Dir(file), "..", "..", "..")
-	path := filepath.Join(dir, cmd)
-	c := exec.Command("go", "build", "-o", path, "./cmd/"+cmd)
-	c.Dir = filepath.Join(services, module)
-	c.Env = append(os.Environ(), "CGO_ENABLED="+cgo)
-	if o, err := c.CombinedOutput(); err != nil {
-		t.Fatalf("build %s: %v\n%s", cmd, err, o)
-	}
-	return path
+	return proctest.Build(t, dir, filepath.Join(filepath.Dir(file), "..", "..", "..", module), cmd, cgo == "1")
 }
 
-func run(t *testing.T, path string, env []string, args ...string) string {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, path, args...)
-	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH")}, env...)
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if err := cmd.Run(); err != nil {
-		t.Fatalf("%s %s: %v\n%s", filepath.Base(path), strings.Join(args, " "), err, stderr.String())
-	}
-	return stdout.String()
-}
-
+// freePort returns a loopback port that was free a moment ago.
 func freePort(t *testing.T) int {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
-func lastField(s string) string {
-	f := strings.Fields(s)
-	if len(f) == 0 {
-		return ""
-	}
-	return f[len(f)-1]
+	_, port, _ := net.SplitHostPort(proctest.FreeAddr(t))
+	n, _ := strconv.Atoi(port)
+	return n
 }
 
 // create_imaging at the hub provisions the project, the cohort's studies move
@@ -113,9 +80,9 @@ func TestImagingFromTheHub(t *testing.T) {
 	_ = os.Chmod(work, 0o711)
 	omopDir := filepath.Join(work, "omop")
 	pgPort := freePort(t)
-	synthOut := run(t, bins["omop-synth"], nil, "-start-cluster", omopDir, "-port", strconv.Itoa(pgPort), "-reader-password", "reader-pw",
+	synthOut := proctest.Run(t, bins["omop-synth"], nil, "-start-cluster", omopDir, "-port", strconv.Itoa(pgPort), "-reader-password", "reader-pw",
 		"-persons", "300", "-seed", "3", "-truncate")
-	defer run(t, bins["omop-synth"], nil, "-stop-cluster", omopDir)
+	defer proctest.Run(t, bins["omop-synth"], nil, "-stop-cluster", omopDir)
 	var adminDSN string
 	for _, line := range strings.Split(synthOut, "\n") {
 		if v, ok := strings.CutPrefix(line, "OMOP_ADMIN_DSN="); ok {
@@ -132,7 +99,7 @@ func TestImagingFromTheHub(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer pair.Close()
-	run(t, bins["dicom-synth"], nil, "-dsn", adminDSN, "-limit", "20", "-instances", "2",
+	proctest.Run(t, bins["dicom-synth"], nil, "-dsn", adminDSN, "-limit", "20", "-instances", "2",
 		"-orthanc", pair.PACS.URL, "-user", pair.PACS.User, "-password", pair.PACS.Password)
 
 	// Hub, kit, services.
@@ -144,7 +111,7 @@ func TestImagingFromTheHub(t *testing.T) {
 	proctest.WaitHTTP(t, "http://"+adminAddr+"/health")
 	cli := []string{"DEV_HUB_ADMIN_URL=http://" + adminAddr, "DEV_HUB_ADMIN_TOKEN=" + token}
 	kit := map[string]string{}
-	sc := bufio.NewScanner(strings.NewReader(run(t, bins["dev-hub"], cli, "trust", "add", "--name", "e2e-img", "--hub-url", "http://"+hubAddr+"/api")))
+	sc := bufio.NewScanner(strings.NewReader(proctest.Run(t, bins["dev-hub"], cli, "trust", "add", "--name", "e2e-img", "--hub-url", "http://"+hubAddr+"/api")))
 	for sc.Scan() {
 		if k, v, ok := strings.Cut(strings.TrimSpace(sc.Text()), "="); ok && !strings.HasPrefix(k, "#") {
 			kit[k] = strings.Trim(v, `"'`)
@@ -180,13 +147,13 @@ func TestImagingFromTheHub(t *testing.T) {
 	task := func(typ string, payload any) (string, map[string]any) {
 		t.Helper()
 		b, _ := json.Marshal(payload)
-		id := lastField(run(t, bins["dev-hub"], cli, "task", "submit", "--trust", "e2e-img", "--type", typ, "--payload", string(b)))
-		run(t, bins["dev-hub"], cli, "task", "wait", id, "--timeout", "90s")
+		id := proctest.LastField(proctest.Run(t, bins["dev-hub"], cli, "task", "submit", "--trust", "e2e-img", "--type", typ, "--payload", string(b)))
+		proctest.Run(t, bins["dev-hub"], cli, "task", "wait", id, "--timeout", "90s")
 		var shown struct {
 			Status string  `json:"status"`
 			Result *string `json:"result"`
 		}
-		if err := json.Unmarshal([]byte(run(t, bins["dev-hub"], cli, "task", "show", id)), &shown); err != nil {
+		if err := json.Unmarshal([]byte(proctest.Run(t, bins["dev-hub"], cli, "task", "show", id)), &shown); err != nil {
 			t.Fatal(err)
 		}
 		var result map[string]any

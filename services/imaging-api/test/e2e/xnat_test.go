@@ -8,10 +8,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"os/exec"
 	"path/filepath"
-	"runtime"
 	"testing"
 	"time"
 
@@ -34,14 +31,7 @@ func TestXNATBackendProcess(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	tmp := t.TempDir()
-	_, file, _, _ := runtime.Caller(0)
-	bin := filepath.Join(tmp, "imaging-api")
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/imaging-api")
-	cmd.Dir = filepath.Join(filepath.Dir(file), "..", "..")
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
-	}
+	bin := goBuild(t, tmp, "imaging-api", "imaging-api", "0")
 
 	pg, err := xnattest.StartPostgres(ctx)
 	if err != nil {
