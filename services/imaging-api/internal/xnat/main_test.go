@@ -2,7 +2,6 @@ package xnat_test
 
 import (
 	"bytes"
-	"context"
 	"fmt"
 	"log/slog"
 	"os"
@@ -16,44 +15,20 @@ import (
 	"github.com/flip-trust/node/services/imaging-api/internal/xnattest"
 )
 
-// The PostgreSQL server is started by the first test that needs it and
-// stopped when the tests end.
-var (
-	pgOnce sync.Once
-	pgSrv  *xnattest.Postgres
-	pgPool *pgxpool.Pool
-	pgErr  error
-)
+// pg is started by the first test that needs it and stopped when the tests
+// end.
+var pg xnattest.SharedPostgres
 
 func TestMain(m *testing.M) {
 	code := m.Run()
-	if pgPool != nil {
-		pgPool.Close()
-	}
-	if pgSrv != nil {
-		if err := pgSrv.Close(); err != nil {
-			fmt.Fprintln(os.Stderr, "stop postgres:", err)
-		}
+	if err := pg.Close(); err != nil {
+		fmt.Fprintln(os.Stderr, "stop postgres:", err)
 	}
 	os.Exit(code)
 }
 
 // database returns a pool on the test PostgreSQL's xnat database.
-func database(t *testing.T) *pgxpool.Pool {
-	t.Helper()
-	pgOnce.Do(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		defer cancel()
-		if pgSrv, pgErr = xnattest.StartPostgres(ctx); pgErr != nil {
-			return
-		}
-		pgPool, pgErr = pgxpool.New(ctx, pgSrv.DSN)
-	})
-	if pgErr != nil {
-		t.Fatalf("postgres: %v", pgErr)
-	}
-	return pgPool
-}
+func database(t *testing.T) *pgxpool.Pool { return pg.Pool(t) }
 
 // syncBuffer is a log sink safe for concurrent writers.
 type syncBuffer struct {

@@ -277,9 +277,9 @@ func TestDeleteProjectSurvivesQueueCleanupFailure(t *testing.T) {
 }
 
 func TestOpenDatabaseIsReadOnly(t *testing.T) {
-	database(t)
+	dsn := database(t).Config().ConnString()
 	ctx := context.Background()
-	pool, err := xnat.OpenDatabase(ctx, pgSrv.DSN, 0)
+	pool, err := xnat.OpenDatabase(ctx, dsn, 0)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -42,41 +42,23 @@ const (
 	image  = "ghcr.io/londonaicentre/xnat-dcm2niix:v1.0.20260724"
 )
 
-var (
-	pgOnce sync.Once
-	pgSrv  *xnattest.Postgres
-	pgPool *pgxpool.Pool
-	pgErr  error
-)
+var pg xnattest.SharedPostgres
 
 func TestMain(m *testing.M) {
 	code := m.Run()
-	if pgPool != nil {
-		pgPool.Close()
-	}
-	if pgSrv != nil {
-		_ = pgSrv.Close()
-	}
+	_ = pg.Close()
 	os.Exit(code)
 }
 
+// database returns the shared PostgreSQL's xnat database, its DQR tables
+// emptied.
 func database(t *testing.T) *pgxpool.Pool {
 	t.Helper()
-	pgOnce.Do(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		defer cancel()
-		if pgSrv, pgErr = xnattest.StartPostgres(ctx); pgErr != nil {
-			return
-		}
-		pgPool, pgErr = pgxpool.New(ctx, pgSrv.DSN)
-	})
-	if pgErr != nil {
-		t.Fatalf("postgres: %v", pgErr)
-	}
-	if err := xnattest.TruncateTables(context.Background(), pgPool); err != nil {
+	pool := pg.Pool(t)
+	if err := xnattest.TruncateTables(context.Background(), pool); err != nil {
 		t.Fatal(err)
 	}
-	return pgPool
+	return pool
 }
 
 func dicomScan(id, modality string) xnattest.Scan {

@@ -6,8 +6,12 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
+	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/flip-trust/node/shared/pgserver"
 )
@@ -179,3 +183,41 @@ func (p *Postgres) CreateReader(ctx context.Context, user, password string) (str
 }
 
 func quoteLiteral(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
+
+// SharedPostgres is one server for a whole test binary, started by the
+// first test that asks for it; TestMain calls Close after the tests.
+type SharedPostgres struct {
+	once sync.Once
+	srv  *Postgres
+	pool *pgxpool.Pool
+	err  error
+}
+
+// Pool returns a pool on the shared server's xnat database, starting the
+// server on first use; a failure to start ends the test.
+func (s *SharedPostgres) Pool(t testing.TB) *pgxpool.Pool {
+	t.Helper()
+	s.once.Do(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		if s.srv, s.err = StartPostgres(ctx); s.err != nil {
+			return
+		}
+		s.pool, s.err = pgxpool.New(ctx, s.srv.DSN)
+	})
+	if s.err != nil {
+		t.Fatalf("postgres: %v", s.err)
+	}
+	return s.pool
+}
+
+// Close stops the server if it was started.
+func (s *SharedPostgres) Close() error {
+	if s.pool != nil {
+		s.pool.Close()
+	}
+	if s.srv != nil {
+		return s.srv.Close()
+	}
+	return nil
+}
