@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"slices"
@@ -17,7 +16,6 @@ import (
 
 	"github.com/flip-trust/node/services/imaging-api/internal/api"
 	"github.com/flip-trust/node/services/imaging-api/internal/apitest"
-	"github.com/flip-trust/node/services/imaging-api/internal/cohortids"
 	"github.com/flip-trust/node/services/imaging-api/internal/dicomgen"
 	"github.com/flip-trust/node/services/imaging-api/internal/imagecache"
 	"github.com/flip-trust/node/services/imaging-api/internal/importer"
@@ -26,16 +24,13 @@ import (
 	"github.com/flip-trust/node/services/imaging-api/internal/orthanctest"
 	"github.com/flip-trust/node/services/imaging-api/internal/projects"
 	"github.com/flip-trust/node/shared/envelope"
-	"github.com/flip-trust/node/shared/httpx"
-	"github.com/flip-trust/node/shared/logging"
-	"github.com/flip-trust/node/shared/mesh"
 )
 
 const (
-	key    = "internal-service-key-0123456789abcdef0123"
-	aesKey = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="
-	hubID  = "9a3e8f1c-2b4d-4c6e-8f00-1a2b3c4d5e6f"
-	trust  = "5b0c8e4a-1d2f-4e3a-9b7c-6d5e4f3a2b1c"
+	key    = apitest.Key
+	aesKey = apitest.AESKey
+	hubID  = apitest.HubID
+	trust  = apitest.TrustID
 )
 
 // The PACS holds ACC-1 (CT, 2 series x 3) and ACC-2 (MR, 1 x 4); the
@@ -120,19 +115,9 @@ func newStageWith(t *testing.T, concurrency int, wrap func(importer.Backend) imp
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := httpx.NewServer(httpx.DefaultConfig(":0"), nil, nil, nil)
 	svc := &native.Service{Projects: reg, Importer: s.imp, Orthanc: s.oc, PACS: orthanctest.PACSAET,
 		StagingAET: orthanctest.StagingAET, UploadDir: filepath.Join(dir, "uploads")}
-	s.api = api.New(api.Options{
-		Backend: svc,
-		Cohorts: cohortids.New(dapi.URL, cipher, mesh.NewSigner("imaging-api", []byte(key)), mesh.ModeJWT, mesh.HeaderInternalKey),
-		Cache:   s.cache, Cipher: cipher, ReimportEnabled: true,
-		Verifier: mesh.NewVerifier("imaging-api", []byte(key), mesh.HeaderInternalKey, logging.Discard()),
-	})
-	s.api.Mount(srv.Router())
-	hs := httptest.NewServer(srv.Handler())
-	t.Cleanup(hs.Close)
-	s.url = hs.URL
+	s.api, s.url = apitest.Serve(t, svc, dapi.URL, s.cache, cipher)
 	return s
 }
 

@@ -11,7 +11,11 @@ import (
 	"net/http/httptest"
 	"testing"
 
+	"github.com/flip-trust/node/services/imaging-api/internal/api"
+	"github.com/flip-trust/node/services/imaging-api/internal/cohortids"
+	"github.com/flip-trust/node/services/imaging-api/internal/imagecache"
 	"github.com/flip-trust/node/shared/envelope"
+	"github.com/flip-trust/node/shared/httpx"
 	"github.com/flip-trust/node/shared/logging"
 	"github.com/flip-trust/node/shared/mesh"
 )
@@ -78,4 +82,31 @@ func CohortServer(t testing.TB, key string, cipher *envelope.Cipher, hubID strin
 	})))
 	t.Cleanup(srv.Close)
 	return srv
+}
+
+// Identities the route tests share.
+const (
+	Key     = "internal-service-key-0123456789abcdef0123"
+	AESKey  = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="
+	HubID   = "9a3e8f1c-2b4d-4c6e-8f00-1a2b3c4d5e6f"
+	TrustID = "5b0c8e4a-1d2f-4e3a-9b7c-6d5e4f3a2b1c"
+)
+
+// Serve mounts the routes over backend, with reimport enabled, Key as the
+// mesh credential and cohortsURL as data-access-api, on a test server that
+// ends with the test; it returns the API and the server's URL.
+func Serve(t testing.TB, backend api.Backend, cohortsURL string, cache *imagecache.Cache, cipher *envelope.Cipher) (*api.API, string) {
+	srv := httpx.NewServer(httpx.DefaultConfig(":0"), nil, nil, nil)
+	a := api.New(api.Options{
+		Backend:         backend,
+		Cohorts:         cohortids.New(cohortsURL, cipher, mesh.NewSigner("imaging-api", []byte(Key)), mesh.ModeJWT, mesh.HeaderInternalKey),
+		Cache:           cache,
+		Cipher:          cipher,
+		ReimportEnabled: true,
+		Verifier:        mesh.NewVerifier("imaging-api", []byte(Key), mesh.HeaderInternalKey, logging.Discard()),
+	})
+	a.Mount(srv.Router())
+	hs := httptest.NewServer(srv.Handler())
+	t.Cleanup(hs.Close)
+	return a, hs.URL
 }

@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"slices"
@@ -23,23 +22,19 @@ import (
 
 	"github.com/flip-trust/node/services/imaging-api/internal/api"
 	"github.com/flip-trust/node/services/imaging-api/internal/apitest"
-	"github.com/flip-trust/node/services/imaging-api/internal/cohortids"
 	"github.com/flip-trust/node/services/imaging-api/internal/imagecache"
 	"github.com/flip-trust/node/services/imaging-api/internal/xnat"
 	"github.com/flip-trust/node/services/imaging-api/internal/xnatbackend"
 	"github.com/flip-trust/node/services/imaging-api/internal/xnattest"
 	"github.com/flip-trust/node/shared/envelope"
-	"github.com/flip-trust/node/shared/httpx"
-	"github.com/flip-trust/node/shared/logging"
-	"github.com/flip-trust/node/shared/mesh"
 )
 
 const (
-	key    = "internal-service-key-0123456789abcdef0123"
-	aesKey = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="
-	hubID  = "9a3e8f1c-2b4d-4c6e-8f00-1a2b3c4d5e6f"
-	trust  = "5b0c8e4a-1d2f-4e3a-9b7c-6d5e4f3a2b1c"
-	image  = "ghcr.io/londonaicentre/xnat-dcm2niix:v1.0.20260724"
+	key    = apitest.Key
+	aesKey = apitest.AESKey
+	hubID  = apitest.HubID
+	trust  = apitest.TrustID
+	image  = xnatbackend.DefaultDcm2niixImage
 )
 
 var pg xnattest.SharedPostgres
@@ -132,16 +127,8 @@ func newStage(t *testing.T, withCommand bool) *stage {
 	if err != nil {
 		t.Fatal(err)
 	}
-	hs := httpx.NewServer(httpx.DefaultConfig(":0"), nil, nil, nil)
-	api.New(api.Options{
-		Backend: xnatbackend.New(xnatbackend.Options{Client: cl, Cipher: s.cipher, Dcm2niixImage: image}),
-		Cohorts: cohortids.New(dapi.URL, s.cipher, mesh.NewSigner("imaging-api", []byte(key)), mesh.ModeJWT, mesh.HeaderInternalKey),
-		Cache:   s.cache, Cipher: s.cipher, ReimportEnabled: true,
-		Verifier: mesh.NewVerifier("imaging-api", []byte(key), mesh.HeaderInternalKey, logging.Discard()),
-	}).Mount(hs.Router())
-	ts := httptest.NewServer(hs.Handler())
-	t.Cleanup(ts.Close)
-	s.url = ts.URL
+	_, s.url = apitest.Serve(t, xnatbackend.New(xnatbackend.Options{Client: cl, Cipher: s.cipher, Dcm2niixImage: image}),
+		dapi.URL, s.cache, s.cipher)
 	return s
 }
 
