@@ -13,6 +13,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"path"
 	"strings"
 
 	"github.com/go-chi/chi/v5"
@@ -434,7 +435,7 @@ func (a *API) upload(r *http.Request) ([]string, error) {
 	req := UploadRequest{HubProjectID: hubID, Accession: in.AccessionID, Scan: in.ScanID, Resource: in.ResourceID, ExistOK: in.ExistOK}
 	names := map[string]bool{}
 	for _, rel := range in.Files {
-		path, err := a.o.Cache.UploadPath(net, rel)
+		file, err := a.o.Cache.UploadPath(net, rel)
 		switch {
 		case errors.Is(err, imagecache.ErrNotFound):
 			return nil, httpx.Errorf(http.StatusNotFound, "Resource not found: %v", err)
@@ -443,12 +444,12 @@ func (a *API) upload(r *http.Request) ([]string, error) {
 		case err != nil:
 			return nil, httpx.Errorf(http.StatusBadRequest, "Invalid upload request: %v", err)
 		}
-		name := baseName(rel)
+		name := path.Base(rel)
 		if !imagecache.ValidSegment(name) || names[name] {
 			return nil, httpx.Errorf(http.StatusBadRequest, "Invalid upload request: file names must be distinct single segments of [A-Za-z0-9._~-] (%q)", name)
 		}
 		names[name] = true
-		req.Files = append(req.Files, UploadFile{Name: name, Path: path})
+		req.Files = append(req.Files, UploadFile{Name: name, Path: file})
 	}
 	out, err := a.o.Backend.Upload(r.Context(), req)
 	if err != nil {
@@ -458,14 +459,6 @@ func (a *API) upload(r *http.Request) ([]string, error) {
 		httpx.LoggerFrom(r.Context()).Info("cached downloads of the accession invalidated", "markers", n)
 	}
 	return out, nil
-}
-
-func baseName(rel string) string {
-	rel = strings.TrimRight(rel, "/")
-	if i := strings.LastIndexByte(rel, '/'); i >= 0 {
-		return rel[i+1:]
-	}
-	return rel
 }
 
 func orDefault(v, def string) string {

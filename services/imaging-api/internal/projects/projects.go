@@ -102,17 +102,17 @@ func (s *Store) Provision(hubID string, p Project) (out Project, created bool, e
 // CohortQueued records that the cohort of project id is queued for import
 // (clears CohortPending); ErrNotFound if the project is absent.
 func (s *Store) CohortQueued(id string) error {
-	p, err := s.Get(id)
-	if err != nil || !p.CohortPending {
-		return err
-	}
 	return s.db.Update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketByID).Get([]byte(id))
 		if b == nil {
 			return ErrNotFound
 		}
+		var p Project
 		if err := json.Unmarshal(b, &p); err != nil {
 			return err
+		}
+		if !p.CohortPending {
+			return nil
 		}
 		p.CohortPending = false
 		return put(tx, p)
