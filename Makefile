@@ -22,7 +22,7 @@ deps: ## Install what the tests need (Debian packages; idempotent)
 build: ## Build every service binary into bin/
 	@mkdir -p $(BIN)
 	@for m in $(MODULES); do \
-		cgo=0; case $$m in */data-access-api) cgo=1;; esac; \
+		cgo=0; case $$m in */data-access-api|*/fl-client) cgo=1;; esac; \
 		if [ -d $$m/cmd ]; then echo "build $$m"; (cd $$m && CGO_ENABLED=$$cgo $(GO) build -trimpath -o $(BIN)/ ./cmd/...) || exit 1; fi; \
 	done
 
