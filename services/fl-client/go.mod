@@ -5,6 +5,6 @@ go 1.26.0
 replace github.com/flip-trust/node/shared => ../../shared
 
 require (
-	github.com/flip-trust/node/shared v0.0.0-00010101000000-000000000000
+	github.com/flip-trust/node/shared v0.0.0
 	golang.org/x/sys v0.48.0
 )
