@@ -235,6 +235,7 @@ type probeReport struct {
 	TmpSmall   string            `json:"tmp_small"`
 	TmpLarge   string            `json:"tmp_large"`
 	DockerSock bool              `json:"docker_sock"`
+	Mounts     map[string]string `json:"mounts"`
 	Env        []string          `json:"env"`
 }
 
@@ -278,6 +279,19 @@ func TestDockerSandbox(t *testing.T) {
 	}
 	if r.TmpLarge == "" {
 		t.Error("the job wrote 8 MiB to a 1 MiB /tmp")
+	}
+	for mnt, want := range map[string][]string{
+		"/":            {"ro"},
+		"/flip/input":  {"ro"},
+		"/flip/output": {"rw"},
+		"/tmp":         {"rw", "nosuid", "nodev", "noexec"},
+	} {
+		opts := strings.Split(r.Mounts[mnt], ",")
+		for _, o := range want {
+			if !slices.Contains(opts, o) {
+				t.Errorf("mount %s has options %q, want %s", mnt, r.Mounts[mnt], o)
+			}
+		}
 	}
 	if r.DockerSock {
 		t.Error("the job sees /var/run/docker.sock")

@@ -29,6 +29,7 @@ type Report struct {
 	TmpSmall   string            `json:"tmp_small"`
 	TmpLarge   string            `json:"tmp_large"`
 	DockerSock bool              `json:"docker_sock"`
+	Mounts     map[string]string `json:"mounts"` // mount point → options
 	Env        []string          `json:"env"`
 }
 
@@ -95,6 +96,14 @@ func probe(addrs []string) error {
 	_, err = os.Stat("/var/run/docker.sock")
 	r.DockerSock = !errors.Is(err, os.ErrNotExist)
 	r.Env = os.Environ()
+	r.Mounts = map[string]string{}
+	if b, err := os.ReadFile("/proc/self/mounts"); err == nil {
+		for _, l := range strings.Split(string(b), "\n") {
+			if f := strings.Fields(l); len(f) >= 4 {
+				r.Mounts[f[1]] = f[3]
+			}
+		}
+	}
 	b, err := json.Marshal(r)
 	if err != nil {
 		return err
