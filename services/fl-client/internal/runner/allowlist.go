@@ -90,11 +90,12 @@ func ParseAllowlist(entries []string) (Allowlist, error) {
 // Len is the number of entries.
 func (a Allowlist) Len() int { return len(a.refs) }
 
-// allows reports whether r may run: an entry has its digest and either no
-// repository or r's.
+// allows reports whether r may run: an entry has its digest and, when
+// both name a repository, the same one. The digest is what identifies the
+// image; a repository only narrows an entry.
 func (a Allowlist) allows(r imageRef) bool {
 	return slices.ContainsFunc(a.refs, func(e imageRef) bool {
-		return e.digest == r.digest && (e.name == "" || e.name == r.name)
+		return e.digest == r.digest && (e.name == "" || r.name == "" || e.name == r.name)
 	})
 }
 
