@@ -135,6 +135,9 @@ func NewDocker(engine Engine, cfg DockerConfig, logger *slog.Logger) (*Docker, e
 	if err != nil {
 		errs = append(errs, err)
 	}
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
 	d := &Docker{engine: engine, cfg: cfg, allow: allow, logger: logger}
 	if os.Geteuid() == 0 {
 		d.uid, d.gid, err = parseUser(cfg.User)
@@ -228,16 +231,16 @@ func (d *Docker) Run(ctx context.Context, spec Spec) (Outcome, error) {
 	case <-wait.Result:
 	case waitErr = <-wait.Error:
 	}
-	timedOut := runCtx.Err() != nil && ctx.Err() == nil
-	if waitErr != nil && runCtx.Err() == nil {
-		d.kill(after, id)
-		logsDone()
-		return Outcome{}, fmt.Errorf("task %s: wait for container: %w", spec.TaskID, waitErr)
-	}
-	if runCtx.Err() != nil {
+	// A wait that ended without a result was cut short by the timeout or
+	// by ctx, or failed: in every case the job must stop now.
+	timedOut := waitErr != nil && runCtx.Err() != nil && ctx.Err() == nil
+	if waitErr != nil {
 		d.kill(after, id)
 	}
 	logsDone()
+	if waitErr != nil && runCtx.Err() == nil {
+		return Outcome{}, fmt.Errorf("task %s: wait for container: %w", spec.TaskID, waitErr)
+	}
 	if ctx.Err() != nil {
 		return Outcome{}, fmt.Errorf("task %s: job stopped: %w", spec.TaskID, ctx.Err())
 	}
