@@ -72,8 +72,15 @@ func New(cfg Config, st *store.Store, cipher *envelope.Cipher, logger *slog.Logg
 	return &Server{cfg: cfg, tokenHash: sha256.Sum256([]byte(cfg.Token)), store: st, cipher: cipher, logger: logger}
 }
 
-// Mount registers the routes under /admin on r.
-func (s *Server) Mount(r chi.Router) {
+// Mount registers the routes under /admin on r. Each of more mounts further
+// routes (with their full /admin/... paths) behind the same token check.
+func (s *Server) Mount(r chi.Router, more ...func(chi.Router)) {
+	r.Group(func(r chi.Router) {
+		r.Use(s.authenticate)
+		for _, m := range more {
+			m(r)
+		}
+	})
 	r.Route("/admin", func(r chi.Router) {
 		r.Use(s.authenticate)
 		r.Post("/trusts", httpx.Handle(s.createTrust))

@@ -1,6 +1,7 @@
-// Package app is the development hub's composition root: it opens the store,
-// builds the hub's trust-facing API and the admin API on their own listeners,
-// runs the stale-task sweep, and stops all of them together.
+// Package app is the development hub's composition root: it opens the store
+// and the FL server, builds the hub's trust-facing API (with the FL routes
+// under /fl/v1) and the admin API on their own listeners, runs the stale-task
+// sweep, and stops all of them together.
 package app
 
 import (
@@ -12,27 +13,64 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
+	"github.com/go-chi/chi/v5"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/flip-trust/node/services/dev-hub/internal/admin"
 	"github.com/flip-trust/node/services/dev-hub/internal/config"
+	"github.com/flip-trust/node/services/dev-hub/internal/flserver"
 	"github.com/flip-trust/node/services/dev-hub/internal/hubserver"
 	"github.com/flip-trust/node/services/dev-hub/internal/store"
 	"github.com/flip-trust/node/shared/envelope"
+	"github.com/flip-trust/node/shared/flproto"
 	"github.com/flip-trust/node/shared/httpx"
 )
 
-// StoreFile is the bbolt file's name inside DEV_HUB_DATA_DIR.
-const StoreFile = "hub.db"
+// Files inside DEV_HUB_DATA_DIR.
+const (
+	// StoreFile is the hub's bbolt file.
+	StoreFile = "hub.db"
+	// FLStoreFile is the FL server's bbolt file.
+	FLStoreFile = "fl.db"
+	// FLArtifactsDir holds the FL artifacts (models and updates).
+	FLArtifactsDir = "fl-artifacts"
+)
+
+// Listener limits the FL server needs.
+const (
+	// flWriteTimeout outlasts the longest task long poll.
+	flWriteTimeout = flproto.MaxWait + 30*time.Second
+	// adminMaxBody admits a model uploaded through POST /admin/fl/artifacts.
+	adminMaxBody = 1 << 30
+	// adminReadTimeout gives such an upload time to arrive.
+	adminReadTimeout = 10 * time.Minute
+)
+
+// FLDeps are the FL server's replaceable parts; zero fields take dev-hub's
+// own: a local artifact directory and flserver.SecretAuth.
+type FLDeps struct {
+	// Artifacts stores models and updates.
+	Artifacts flserver.Artifacts
+	// Authenticate builds the client authentication middleware of the
+	// /fl/v1 routes from the server's registered clients.
+	Authenticate func(*flserver.Server) func(http.Handler) http.Handler
+	// ClientOf names the client that Authenticate admitted.
+	ClientOf func(*http.Request) (string, bool)
+	// MountTransfer, when set, mounts the artifact transfer routes
+	// (download and resumable upload) behind Authenticate.
+	MountTransfer func(chi.Router)
+}
 
 // App is a wired development hub.
 type App struct {
 	cfg    config.Config
 	logger *slog.Logger
 	store  *store.Store
+	fl     *flserver.Server
 	hub    *httpx.Server
 	admin  *httpx.Server
 
@@ -40,8 +78,15 @@ type App struct {
 	hubURL string
 }
 
-// New builds the hub from cfg. It opens the store; Run releases it.
+// New builds the hub from cfg with dev-hub's own FL parts. It opens the
+// stores; Run releases them.
 func New(cfg config.Config, logger *slog.Logger, reg *prometheus.Registry) (*App, error) {
+	return NewWithFL(cfg, logger, reg, FLDeps{})
+}
+
+// NewWithFL is New with the FL server's artifact store and client
+// authentication supplied by the caller.
+func NewWithFL(cfg config.Config, logger *slog.Logger, reg *prometheus.Registry, deps FLDeps) (*App, error) {
 	cipher, err := envelope.NewFromBase64(cfg.AESKeyBase64)
 	if err != nil {
 		return nil, fmt.Errorf("aes key: %w", err)
@@ -53,7 +98,26 @@ func New(cfg config.Config, logger *slog.Logger, reg *prometheus.Registry) (*App
 	if err != nil {
 		return nil, err
 	}
-	a := &App{cfg: cfg, logger: logger, store: st}
+	if deps.Artifacts == nil {
+		local, err := flserver.NewLocalArtifacts(filepath.Join(cfg.DataDir, FLArtifactsDir))
+		if err != nil {
+			_ = st.Close()
+			return nil, err
+		}
+		deps.Artifacts = local
+	}
+	if deps.Authenticate == nil {
+		deps.Authenticate = func(s *flserver.Server) func(http.Handler) http.Handler { return flserver.SecretAuth(s.Credentials) }
+	}
+	if deps.ClientOf == nil {
+		deps.ClientOf = flserver.ClientOf
+	}
+	fl, err := flserver.Open(filepath.Join(cfg.DataDir, FLStoreFile), deps.Artifacts, flserver.Config{}, logger.With("component", "flserver"))
+	if err != nil {
+		_ = st.Close()
+		return nil, err
+	}
+	a := &App{cfg: cfg, logger: logger, store: st, fl: fl}
 
 	health := func(context.Context) (int, any) {
 		if err := st.Ping(); err != nil {
@@ -64,7 +128,15 @@ func New(cfg config.Config, logger *slog.Logger, reg *prometheus.Registry) (*App
 
 	hubHTTP := httpx.DefaultConfig(cfg.Addr)
 	hubHTTP.MaxBodyBytes = hubserver.MaxBodyBytes
+	hubHTTP.WriteTimeout = flWriteTimeout
 	a.hub = httpx.NewServer(hubHTTP, logger.With("listener", "hub"), reg, health)
+	a.hub.Router().Group(func(r chi.Router) {
+		r.Use(deps.Authenticate(fl))
+		flserver.NewTaskAPI(fl, deps.ClientOf).Mount(r)
+		if deps.MountTransfer != nil {
+			deps.MountTransfer(r)
+		}
+	})
 	hubserver.New(hubserver.Config{
 		HubVersion: cfg.Version,
 		Limits: hubserver.Limits{
@@ -72,14 +144,24 @@ func New(cfg config.Config, logger *slog.Logger, reg *prometheus.Registry) (*App
 		},
 	}, st, cipher, logger).Mount(a.hub.Router())
 
-	a.admin = httpx.NewServer(httpx.DefaultConfig(cfg.AdminAddr), logger.With("listener", "admin"), reg, health)
+	adminHTTP := httpx.DefaultConfig(cfg.AdminAddr)
+	adminHTTP.MaxBodyBytes = adminMaxBody
+	adminHTTP.ReadTimeout = adminReadTimeout
+	adminHTTP.WriteTimeout = adminReadTimeout
+	a.admin = httpx.NewServer(adminHTTP, logger.With("listener", "admin"), reg, health)
+	flAdmin := flserver.NewAdminAPI(flserver.AdminConfig{
+		ServerURL: func() string { return strings.TrimSuffix(a.HubAPIURL(), "/api") },
+		SealProjectID: func(projectID string) (string, error) {
+			return cipher.Seal([]byte(projectID), envelope.ProjectIDContext)
+		},
+	}, fl, deps.Artifacts)
 	admin.New(admin.Config{
 		Token:        cfg.AdminToken,
 		AESKeyBase64: cfg.AESKeyBase64,
 		HubAPIURL:    a.HubAPIURL,
 		StaleTimeout: cfg.StaleTimeout,
 		MaxRetries:   cfg.MaxRetries,
-	}, st, cipher, logger).Mount(a.admin.Router())
+	}, st, cipher, logger).Mount(a.admin.Router(), flAdmin.Mount)
 	return a, nil
 }
 
@@ -132,6 +214,9 @@ func publicAPIURL(cfg config.Config, bound net.Addr) string {
 // drains both listeners and closes the store. The first failure stops all.
 func (a *App) Run(ctx context.Context) error {
 	defer func() {
+		if err := a.fl.Close(); err != nil {
+			a.logger.Error("close fl server", "err", err)
+		}
 		if err := a.store.Close(); err != nil {
 			a.logger.Error("close store", "err", err)
 		}

@@ -1,5 +1,5 @@
 // Package cli is the dev-hub command line: `serve` and `standin` run the
-// servers; `trust`, `task` and `results` talk to a running hub's admin API
+// servers; `trust`, `task`, `results` and `fl` talk to a running hub's admin API
 // (--admin URL, default $DEV_HUB_ADMIN_URL or http://127.0.0.1:8081, with the
 // bearer token from DEV_HUB_ADMIN_TOKEN or DEV_HUB_ADMIN_TOKEN_FILE); `seal`
 // encrypts a value under the hub's shared key (AES_KEY_BASE64 or
@@ -59,6 +59,7 @@ admin commands (--admin URL, default $DEV_HUB_ADMIN_URL or ` + DefaultAdminURL +
   task cancel ID                          cancel a PENDING task
   results [--query-id ID]                 print the cohort results received for a query
 
+` + FLUsage + `
 local (key $AES_KEY_BASE64, the hub's shared key):
   seal [--context C] TEXT                 print TEXT sealed in FLIP's envelope under context C
                                           (default project_id: an encrypted_project_id as the hub sends it)
@@ -163,6 +164,8 @@ func run(ctx context.Context, args []string, env Env) error {
 		})
 	case "results":
 		return c.results(ctx, rest)
+	case "fl":
+		return c.fl(ctx, rest)
 	case "seal":
 		return c.seal(rest)
 	case "help":
