@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -35,8 +36,13 @@ const ctxCheckRows = 4096
 // standardised feature columns and the label of every row whose values all
 // parse. Rows with an empty or unparsable feature or label are counted in
 // skipped.
-func readDataset(ctx context.Context, r io.Reader, p Params) (*dataset, error) {
-	cr := csv.NewReader(r)
+//
+// size, when positive, is the dataframe's size in bytes: after the first
+// rows the arrays are sized for the whole file once, so that they do not
+// grow (and copy) step by step.
+func readDataset(ctx context.Context, r io.Reader, size int64, p Params) (*dataset, error) {
+	counted := &countingReader{r: r}
+	cr := csv.NewReader(counted)
 	cr.ReuseRecord = true
 	cr.FieldsPerRecord = -1 // short rows are skipped, not fatal
 	header, err := cr.Read()
@@ -91,6 +97,9 @@ func readDataset(ctx context.Context, r io.Reader, p Params) (*dataset, error) {
 			if err := ctx.Err(); err != nil {
 				return nil, err
 			}
+			if n == ctxCheckRows && size > 0 {
+				d.reserve(estimateRows(size, counted.n, n))
+			}
 		}
 		rec, err := cr.Read()
 		if errors.Is(err, io.EOF) {
@@ -130,6 +139,36 @@ func readDataset(ctx context.Context, r io.Reader, p Params) (*dataset, error) {
 		d.y = append(d.y, y)
 	}
 	return d, nil
+}
+
+// reserve makes room for rows rows in all.
+func (d *dataset) reserve(rows int) {
+	if rows > d.rows() {
+		d.x = slices.Grow(d.x, (rows-d.rows())*d.f)
+		d.y = slices.Grow(d.y, rows-d.rows())
+	}
+}
+
+// estimateRows extrapolates the records in a file of size bytes from the
+// first records, which took consumed bytes, with a little headroom.
+func estimateRows(size, consumed int64, records int) int {
+	if consumed <= 0 || records <= 0 {
+		return 0
+	}
+	perRow := float64(consumed) / float64(records)
+	return int(float64(size)/perRow*1.05) + 1
+}
+
+// countingReader counts the bytes read through it.
+type countingReader struct {
+	r io.Reader
+	n int64
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += int64(n)
+	return n, err
 }
 
 // parseValue reads a feature: a finite number, or a boolean as 1 or 0.

@@ -161,7 +161,11 @@ func readDataframe(ctx context.Context, path string, p Params) (*dataset, error)
 		return nil, fmt.Errorf("read dataframe: %w", err)
 	}
 	defer f.Close()
-	d, err := readDataset(ctx, f, p)
+	var size int64
+	if st, err := f.Stat(); err == nil {
+		size = st.Size()
+	}
+	d, err := readDataset(ctx, f, size, p)
 	if err != nil {
 		return nil, fmt.Errorf("read dataframe: %w", err)
 	}

@@ -110,9 +110,9 @@ func TestFederatedRoundsImproveTheGlobalModel(t *testing.T) {
 func TestLongTrainingRecoversTheModel(t *testing.T) {
 	t.Parallel()
 	ws := newWorkspace(t)
-	writeTask(t, ws, flproto.KindTrain, testParams(map[string]any{"epochs": 600.0, "learning_rate": 2.0}))
+	writeTask(t, ws, flproto.KindTrain, testParams(map[string]any{"epochs": 150.0, "learning_rate": 3.0}))
 	writeLogReg(t, ws, safetensors.F32, make([]float64, 5), 0)
-	writeDataframe(t, ws, population(3, 20000))
+	writeDataframe(t, ws, population(3, 8000))
 	if err := Run(t.Context(), ws); err != nil {
 		t.Fatal(err)
 	}
