@@ -605,3 +605,54 @@ func slicesEqual(a, b []int) bool {
 	}
 	return true
 }
+
+func TestUploadsOutOfOrderAndWholeDigest(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	ts := newTestServer(t, dir, 0)
+	ctx := context.Background()
+	_, data := randomFile(t, dir, "update.bin", 6*chunk+99, 10)
+	m, err := flproto.ManifestOf(bytes.NewReader(data), chunk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	put := func(client string, st flproto.UploadState, order []int) {
+		t.Helper()
+		for _, n := range order {
+			off, l := m.ChunkSpan(n)
+			if err := ts.uploads.PutChunk(ctx, client, st.ID, n, m.Chunks[n], bytes.NewReader(data[off:off+l])); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+
+	// Chunks in a scrambled order still add up to the announced file.
+	st, err := ts.uploads.Open(ctx, "Trust_1", m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	put("Trust_1", st, []int{3, 1, 0, 6, 2, 5, 4})
+	id, err := ts.uploads.Complete(ctx, "Trust_1", st.ID)
+	if err != nil || id != idOf(data) {
+		t.Fatalf("complete: %v %s", err, id)
+	}
+
+	// Chunk digests that are right but a whole-file digest that is not.
+	lie := m
+	lie.SHA256 = strings.Repeat("ab", 32)
+	lie.ID = ""
+	st, err = ts.uploads.Open(ctx, "Trust_2", lie)
+	if err != nil {
+		t.Fatal(err)
+	}
+	put("Trust_2", st, []int{0, 1, 2, 3, 4, 5, 6})
+	if _, err := ts.uploads.Complete(ctx, "Trust_2", st.ID); !errors.Is(err, flproto.ErrDigest) {
+		t.Fatalf("complete of a file that is not the announced one: %v", err)
+	}
+	if ts.store.Has(flproto.ArtifactID(lie.SHA256)) {
+		t.Fatal("the store took a file under a digest it does not have")
+	}
+	if _, err := ts.uploads.State(ctx, "Trust_2", st.ID); !errors.Is(err, flproto.ErrNotFound) {
+		t.Fatalf("the refused upload is still open: %v", err)
+	}
+}

@@ -311,7 +311,39 @@ func (u *Uploads) PutChunk(ctx context.Context, client, id string, n int, digest
 		up.received[n] = false
 		return fmt.Errorf("record chunk %d of upload %s: %w", n, id, err)
 	}
+	up.advance()
 	return nil
+}
+
+// advance feeds the whole-file hasher the received chunks that follow those
+// it has seen (chunks that arrived out of order), reading them back from the
+// data file, so that Complete has little left to read. up.mu is held; it is
+// released while reading, with the hasher taken out of up meanwhile.
+func (up *upload) advance() {
+	if up.whole == nil || up.wholeNext >= len(up.received) || !up.received[up.wholeNext] {
+		return
+	}
+	f, err := os.Open(filepath.Join(up.dir, "data"))
+	if err != nil {
+		return // Complete reads what is left
+	}
+	defer f.Close()
+	for up.whole != nil && up.wholeNext < len(up.received) && up.received[up.wholeNext] {
+		h, n := up.whole, up.wholeNext
+		up.whole = nil
+		up.mu.Unlock()
+		off, length := up.meta.Manifest.ChunkSpan(n)
+		_, err := copyPooled(h, io.NewSectionReader(f, off, length))
+		up.mu.Lock()
+		up.whole = h
+		up.cond.Broadcast()
+		if err != nil {
+			h.Reset()
+			up.wholeNext = 0
+			return
+		}
+		up.wholeNext = n + 1
+	}
 }
 
 // writeChunk copies chunk n from r into the data file, hashing it (and
@@ -372,7 +404,7 @@ func (u *Uploads) Complete(ctx context.Context, client, id string) (string, erro
 	if missing := up.missing(); len(missing) > 0 {
 		return "", &MissingError{Missing: missing}
 	}
-	for slices.Contains(up.busy, true) {
+	for slices.Contains(up.busy, true) || up.whole == nil {
 		up.cond.Wait()
 	}
 	m := up.meta.Manifest
@@ -382,7 +414,7 @@ func (u *Uploads) Complete(ctx context.Context, client, id string) (string, erro
 		return "", fmt.Errorf("complete upload %s: %w", id, err)
 	}
 	// Digest what the in-order writes have not seen yet.
-	if up.whole == nil || up.wholeNext > len(m.Chunks) {
+	if up.wholeNext > len(m.Chunks) {
 		up.whole, up.wholeNext = sha256.New(), 0
 	}
 	off, _ := m.ChunkSpan(up.wholeNext)
