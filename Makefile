@@ -53,6 +53,7 @@ bench: build ## Benchmarks with ratios to baselines measured in the same run (in
 	@$(MAKE) --no-print-directory bench-dispatch
 	@$(MAKE) --no-print-directory bench-cohort
 	@$(MAKE) --no-print-directory bench-imaging
+	@$(MAKE) --no-print-directory bench-fl
 
 .PHONY: bench-dispatch
 bench-dispatch: build ## 2,000 no-op tasks dev-hub -> trust-api -> dev-hub: tasks/s, p50/p99 overhead, ratio to a bare round trip
@@ -61,6 +62,10 @@ bench-dispatch: build ## 2,000 no-op tasks dev-hub -> trust-api -> dev-hub: task
 .PHONY: bench-cohort
 bench-cohort: build ## POST /cohort at 1M synthetic persons vs a bare count and client-side aggregation; service peak RSS
 	@$(BIN)/bench-cohort -data-access-api $(BIN)/data-access-api -persons $${BENCH_PERSONS:-1000000}
+
+.PHONY: bench-fl
+bench-fl: build ## 1 GiB artifact get/put through fl-client vs raw HTTP io.Copy (ratio), fl-client peak RSS, a download cut three times
+	@$(BIN)/bench-fl -fl-client $(BIN)/fl-client -size $${BENCH_FL_SIZE:-1073741824}
 
 .PHONY: bench-imaging
 bench-imaging: ## 1,000 instances PACS -> staging through imaging-api vs straight C-MOVEs; download vs Orthanc's archive endpoint
