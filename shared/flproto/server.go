@@ -50,6 +50,7 @@ func ParseSecretDigest(s string) ([sha256.Size]byte, error) {
 // secrets. It is safe for concurrent use.
 type Authenticator struct {
 	clients []authClient
+	source  func() map[string][sha256.Size]byte
 }
 
 type authClient struct {
@@ -68,6 +69,20 @@ func NewAuthenticator(clients map[string][sha256.Size]byte) *Authenticator {
 	return a
 }
 
+// NewAuthenticatorFunc returns an Authenticator that reads the current
+// clients from source on every request, for servers where clients register
+// while they run. source must be safe for concurrent use.
+func NewAuthenticatorFunc(source func() map[string][sha256.Size]byte) *Authenticator {
+	return &Authenticator{source: source}
+}
+
+func (a *Authenticator) known() []authClient {
+	if a.source == nil {
+		return a.clients
+	}
+	return NewAuthenticator(a.source()).clients
+}
+
 // Authenticate returns the client r authenticates as. Every known client is
 // compared in constant time, with no early exit, so that the time taken
 // says nothing about which part was wrong. With mutual TLS the client
@@ -80,7 +95,7 @@ func (a *Authenticator) Authenticate(r *http.Request) (string, error) {
 	}
 	digest := HashSecret(secret)
 	match := 0
-	for _, c := range a.clients {
+	for _, c := range a.known() {
 		match |= subtle.ConstantTimeCompare([]byte(name), c.name) & subtle.ConstantTimeCompare(digest[:], c.digest[:])
 	}
 	if match != 1 {

@@ -656,3 +656,41 @@ func TestUploadsOutOfOrderAndWholeDigest(t *testing.T) {
 		t.Fatalf("the refused upload is still open: %v", err)
 	}
 }
+
+// A client registered after the authenticator was built is admitted at once
+// by one built with NewAuthenticatorFunc; a removed one is refused.
+func TestAuthenticatorFuncSeesNewClients(t *testing.T) {
+	t.Parallel()
+	var mu sync.Mutex
+	clients := map[string][32]byte{}
+	auth := flproto.NewAuthenticatorFunc(func() map[string][32]byte {
+		mu.Lock()
+		defer mu.Unlock()
+		out := make(map[string][32]byte, len(clients))
+		for k, v := range clients {
+			out[k] = v
+		}
+		return out
+	})
+	req := func() *http.Request {
+		r := httptest.NewRequest(http.MethodGet, "/fl/v1/tasks/next", nil)
+		r.Header.Set(flproto.HeaderClient, "Trust_9")
+		r.Header.Set("Authorization", "Bearer "+strings.Repeat("z", 40))
+		return r
+	}
+	if _, err := auth.Authenticate(req()); err == nil {
+		t.Fatal("an unregistered client was admitted")
+	}
+	mu.Lock()
+	clients["Trust_9"] = flproto.HashSecret(strings.Repeat("z", 40))
+	mu.Unlock()
+	if name, err := auth.Authenticate(req()); err != nil || name != "Trust_9" {
+		t.Fatalf("registered client: %q, %v", name, err)
+	}
+	mu.Lock()
+	delete(clients, "Trust_9")
+	mu.Unlock()
+	if _, err := auth.Authenticate(req()); err == nil {
+		t.Fatal("a removed client was admitted")
+	}
+}

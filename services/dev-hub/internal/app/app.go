@@ -38,6 +38,8 @@ const (
 	FLStoreFile = "fl.db"
 	// FLArtifactsDir holds the FL artifacts (models and updates).
 	FLArtifactsDir = "fl-artifacts"
+	// FLUploadsDir holds the clients' uploads while they are under way.
+	FLUploadsDir = "fl-uploads"
 )
 
 // Listener limits the FL server needs.
@@ -46,24 +48,11 @@ const (
 	flWriteTimeout = flproto.MaxWait + 30*time.Second
 	// adminMaxBody admits a model uploaded through POST /admin/fl/artifacts.
 	adminMaxBody = 1 << 30
+	// flMaxUpload bounds one artifact a client uploads.
+	flMaxUpload = 16 << 30
 	// adminReadTimeout gives such an upload time to arrive.
 	adminReadTimeout = 10 * time.Minute
 )
-
-// FLDeps are the FL server's replaceable parts; zero fields take dev-hub's
-// own: a local artifact directory and flserver.SecretAuth.
-type FLDeps struct {
-	// Artifacts stores models and updates.
-	Artifacts flserver.Artifacts
-	// Authenticate builds the client authentication middleware of the
-	// /fl/v1 routes from the server's registered clients.
-	Authenticate func(*flserver.Server) func(http.Handler) http.Handler
-	// ClientOf names the client that Authenticate admitted.
-	ClientOf func(*http.Request) (string, bool)
-	// MountTransfer, when set, mounts the artifact transfer routes
-	// (download and resumable upload) behind Authenticate.
-	MountTransfer func(chi.Router)
-}
 
 // App is a wired development hub.
 type App struct {
@@ -78,15 +67,8 @@ type App struct {
 	hubURL string
 }
 
-// New builds the hub from cfg with dev-hub's own FL parts. It opens the
-// stores; Run releases them.
+// New builds the hub from cfg. It opens the stores; Run releases them.
 func New(cfg config.Config, logger *slog.Logger, reg *prometheus.Registry) (*App, error) {
-	return NewWithFL(cfg, logger, reg, FLDeps{})
-}
-
-// NewWithFL is New with the FL server's artifact store and client
-// authentication supplied by the caller.
-func NewWithFL(cfg config.Config, logger *slog.Logger, reg *prometheus.Registry, deps FLDeps) (*App, error) {
 	cipher, err := envelope.NewFromBase64(cfg.AESKeyBase64)
 	if err != nil {
 		return nil, fmt.Errorf("aes key: %w", err)
@@ -94,28 +76,33 @@ func NewWithFL(cfg config.Config, logger *slog.Logger, reg *prometheus.Registry,
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("data dir: %w", err)
 	}
+	arts, err := flproto.NewArtifactStore(filepath.Join(cfg.DataDir, FLArtifactsDir), flproto.DefaultChunkSize)
+	if err != nil {
+		return nil, fmt.Errorf("FL artifacts: %w", err)
+	}
+	uploads, err := flproto.NewUploads(filepath.Join(cfg.DataDir, FLUploadsDir), arts, flMaxUpload)
+	if err != nil {
+		return nil, fmt.Errorf("FL uploads: %w", err)
+	}
 	st, err := store.Open(filepath.Join(cfg.DataDir, StoreFile))
 	if err != nil {
 		return nil, err
 	}
-	if deps.Artifacts == nil {
-		local, err := flserver.NewLocalArtifacts(filepath.Join(cfg.DataDir, FLArtifactsDir))
-		if err != nil {
-			_ = st.Close()
-			return nil, err
-		}
-		deps.Artifacts = local
-	}
-	if deps.Authenticate == nil {
-		deps.Authenticate = func(s *flserver.Server) func(http.Handler) http.Handler { return flserver.SecretAuth(s.Credentials) }
-	}
-	if deps.ClientOf == nil {
-		deps.ClientOf = flserver.ClientOf
-	}
-	fl, err := flserver.Open(filepath.Join(cfg.DataDir, FLStoreFile), deps.Artifacts, flserver.Config{}, logger.With("component", "flserver"))
+	fl, err := flserver.Open(filepath.Join(cfg.DataDir, FLStoreFile), arts, flserver.Config{}, logger.With("component", "flserver"))
 	if err != nil {
 		_ = st.Close()
 		return nil, err
+	}
+	auth := flproto.NewAuthenticatorFunc(func() map[string][32]byte {
+		out := map[string][32]byte{}
+		for _, c := range fl.Credentials() {
+			out[c.Name] = c.SecretSHA256
+		}
+		return out
+	})
+	clientOf := func(r *http.Request) (string, bool) {
+		name := flproto.ClientFrom(r.Context())
+		return name, name != ""
 	}
 	a := &App{cfg: cfg, logger: logger, store: st, fl: fl}
 
@@ -127,15 +114,13 @@ func NewWithFL(cfg config.Config, logger *slog.Logger, reg *prometheus.Registry,
 	}
 
 	hubHTTP := httpx.DefaultConfig(cfg.Addr)
-	hubHTTP.MaxBodyBytes = hubserver.MaxBodyBytes
+	hubHTTP.MaxBodyBytes = max(hubserver.MaxBodyBytes, flproto.MaxChunkSize+1<<20)
 	hubHTTP.WriteTimeout = flWriteTimeout
 	a.hub = httpx.NewServer(hubHTTP, logger.With("listener", "hub"), reg, health)
 	a.hub.Router().Group(func(r chi.Router) {
-		r.Use(deps.Authenticate(fl))
-		flserver.NewTaskAPI(fl, deps.ClientOf).Mount(r)
-		if deps.MountTransfer != nil {
-			deps.MountTransfer(r)
-		}
+		r.Use(auth.Middleware)
+		flserver.NewTaskAPI(fl, clientOf).Mount(r)
+		flproto.NewArtifactHandler(arts, uploads).Routes(r)
 	})
 	hubserver.New(hubserver.Config{
 		HubVersion: cfg.Version,
@@ -154,7 +139,7 @@ func NewWithFL(cfg config.Config, logger *slog.Logger, reg *prometheus.Registry,
 		SealProjectID: func(projectID string) (string, error) {
 			return cipher.Seal([]byte(projectID), envelope.ProjectIDContext)
 		},
-	}, fl, deps.Artifacts)
+	}, fl, arts)
 	admin.New(admin.Config{
 		Token:        cfg.AdminToken,
 		AESKeyBase64: cfg.AESKeyBase64,

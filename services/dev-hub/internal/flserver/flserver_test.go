@@ -22,7 +22,7 @@ import (
 type fixture struct {
 	t    *testing.T
 	dir  string
-	arts *LocalArtifacts
+	arts *flproto.ArtifactStore
 	srv  *Server
 	cfg  Config
 }
@@ -30,7 +30,7 @@ type fixture struct {
 func newFixture(t *testing.T, cfg Config) *fixture {
 	t.Helper()
 	dir := t.TempDir()
-	arts, err := NewLocalArtifacts(filepath.Join(dir, "artifacts"))
+	arts, err := flproto.NewArtifactStore(filepath.Join(dir, "artifacts"), flproto.DefaultChunkSize)
 	if err != nil {
 		t.Fatal(err)
 	}

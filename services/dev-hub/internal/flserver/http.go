@@ -2,8 +2,6 @@ package flserver
 
 import (
 	"context"
-	"crypto/sha256"
-	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"io"
@@ -158,36 +156,3 @@ func httpError(err error) error {
 	return err
 }
 
-type clientKey struct{}
-
-// SecretAuth is a minimal client authenticator for the FL routes: the
-// X-FL-Client name and the bearer secret, whose SHA-256 is compared in
-// constant time with every registered client's, with no early exit. It is the
-// stand-in dev-hub wires until shared/flproto's Authenticator takes its
-// place; ClientOf reads what it sets.
-func SecretAuth(creds func() []Credential) func(http.Handler) http.Handler {
-	return func(next http.Handler) http.Handler {
-		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			name := r.Header.Get(flproto.HeaderClient)
-			secret, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-			sum := sha256.Sum256([]byte(secret))
-			match := 0
-			for _, c := range creds() {
-				same := subtle.ConstantTimeCompare(sum[:], c.SecretSHA256[:]) & subtle.ConstantTimeCompare([]byte(name), []byte(c.Name))
-				match |= same
-			}
-			if !ok || secret == "" || name == "" || match != 1 {
-				w.Header().Set("WWW-Authenticate", "Bearer")
-				httpx.WriteJSON(w, http.StatusUnauthorized, httpx.ErrorBody{Detail: "Not authenticated: a registered " + flproto.HeaderClient + " and its bearer secret are required"})
-				return
-			}
-			next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), clientKey{}, name)))
-		})
-	}
-}
-
-// ClientOf returns the client SecretAuth authenticated.
-func ClientOf(r *http.Request) (string, bool) {
-	name, ok := r.Context().Value(clientKey{}).(string)
-	return name, ok && name != ""
-}

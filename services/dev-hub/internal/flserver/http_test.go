@@ -17,8 +17,8 @@ import (
 	"github.com/flip-trust/node/shared/flproto"
 )
 
-// web serves the task routes behind SecretAuth and the admin routes, the
-// way dev-hub's composition root mounts them.
+// web serves the task routes behind flproto's authenticator and the admin
+// routes, the way dev-hub's composition root mounts them.
 type web struct {
 	*fixture
 	url     string
@@ -30,8 +30,17 @@ func newWeb(t *testing.T) *web {
 	f := newFixture(t, Config{})
 	r := chi.NewRouter()
 	r.Group(func(r chi.Router) {
-		r.Use(SecretAuth(f.srv.Credentials))
-		NewTaskAPI(f.srv, ClientOf).Mount(r)
+		r.Use(flproto.NewAuthenticatorFunc(func() map[string][32]byte {
+			out := map[string][32]byte{}
+			for _, c := range f.srv.Credentials() {
+				out[c.Name] = c.SecretSHA256
+			}
+			return out
+		}).Middleware)
+		NewTaskAPI(f.srv, func(r *http.Request) (string, bool) {
+			name := flproto.ClientFrom(r.Context())
+			return name, name != ""
+		}).Mount(r)
 	})
 	NewAdminAPI(AdminConfig{
 		ServerURL:     func() string { return "http://hub.example:8080" },
