@@ -73,17 +73,19 @@ func writeSyntheticModels(globalPath, localPath string, size int64, seed uint64)
 	if err != nil {
 		return fmt.Errorf("synthetic model: %w", err)
 	}
+	// One chunk of values is drawn and written again and again: drawing
+	// every value would cost more than filtering them.
 	rng := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
 	const chunk = 1 << 18
 	gb, lb := make([]byte, 4*chunk), make([]byte, 4*chunk)
+	for i := range chunk {
+		g := float32(rng.NormFloat64() * 0.05)
+		l := g + float32(rng.NormFloat64()*0.001)
+		binary.LittleEndian.PutUint32(gb[4*i:], math.Float32bits(g))
+		binary.LittleEndian.PutUint32(lb[4*i:], math.Float32bits(l))
+	}
 	for left := elems; left > 0; left -= chunk {
 		n := min(left, chunk)
-		for i := range n {
-			g := float32(rng.NormFloat64() * 0.05)
-			l := g + float32(rng.NormFloat64()*0.001)
-			binary.LittleEndian.PutUint32(gb[4*i:], math.Float32bits(g))
-			binary.LittleEndian.PutUint32(lb[4*i:], math.Float32bits(l))
-		}
 		if _, err := gw.Write(gb[:4*n]); err != nil {
 			return fmt.Errorf("synthetic model: %w", err)
 		}
