@@ -141,12 +141,12 @@ func readDevice(i int, h nvml.Device) (Device, error) {
 }
 
 func readMIG(i int, h nvml.Device) ([]MIGDevice, error) {
-	max, ret := h.GetMaxMigDeviceCount()
+	slots, ret := h.GetMaxMigDeviceCount()
 	if ret != nvml.SUCCESS {
 		return nil, nvmlError(fmt.Sprintf("device %d MIG count", i), ret)
 	}
 	var out []MIGDevice
-	for j := range max {
+	for j := range slots {
 		m, ret := h.GetMigDeviceHandleByIndex(j)
 		if ret == nvml.ERROR_NOT_FOUND || ret == nvml.ERROR_INVALID_ARGUMENT {
 			continue // an empty slot

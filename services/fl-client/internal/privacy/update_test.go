@@ -427,21 +427,15 @@ func TestUpdateMemoryIsConstant(t *testing.T) {
 	peak := make(chan uint64)
 	go func() {
 		var ms runtime.MemStats
-		var max uint64
-		maxU := func(a, b uint64) uint64 {
-			if a > b {
-				return a
-			}
-			return b
-		}
+		var highest uint64
 		tick := time.NewTicker(5 * time.Millisecond)
 		defer tick.Stop()
 		for {
 			runtime.ReadMemStats(&ms)
-			max = maxU(max, ms.HeapInuse)
+			highest = max(highest, ms.HeapInuse)
 			select {
 			case <-done:
-				peak <- max
+				peak <- highest
 				return
 			case <-tick.C:
 			}
