@@ -1,32 +1,64 @@
-// Command fl-client is the trust's federated-learning client. `fl-client
-// artifact get|put` moves an artifact between a file and the FL server by
-// hand (docs/fl-client.md).
+// Command fl-client is the trust's federated-learning client: it long-polls
+// the FL server for tasks, stages the frozen cohort's data, runs each job in
+// its sandbox, applies the site's privacy filters and submits the result
+// (docs/fl-client.md, docs/fl-protocol.md).
+//
+//	fl-client                      run the service (configuration from the environment)
+//	fl-client -health              probe a running service (container healthcheck)
+//	fl-client gpus [-json]         print the GPU inventory NVML reports
+//	fl-client artifact get|put ... move an artifact to or from the FL server by hand
+//
+// Exit codes: 0 success, 1 error, 2 bad usage.
 package main
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"os/signal"
 	"syscall"
 
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/flip-trust/node/services/fl-client/internal/app"
+	"github.com/flip-trust/node/services/fl-client/internal/config"
+	"github.com/flip-trust/node/services/fl-client/internal/gpucmd"
 	"github.com/flip-trust/node/services/fl-client/internal/transfercmd"
+	"github.com/flip-trust/node/shared/service"
 )
 
+// version is the build identity, set with -ldflags "-X main.version=...";
+// FLIP_RELEASE takes precedence at run time.
+var version = "0.1.0-dev"
+
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	code := run(ctx, os.Args[1:])
-	stop()
-	os.Exit(code)
+	if len(os.Args) > 1 {
+		switch os.Args[1] {
+		case "artifact", "gpus":
+			os.Exit(command(os.Args[1], os.Args[2:]))
+		}
+	}
+	os.Exit(service.Main(service.Spec[config.Config]{
+		Name: "fl-client", AddrEnv: "FL_CLIENT_ADDR", Build: version, Load: config.Load,
+		New: func(cfg config.Config, logger *slog.Logger, reg *prometheus.Registry, build string) (service.App, error) {
+			return app.New(cfg, logger, reg, build)
+		},
+	}))
 }
 
-func run(ctx context.Context, args []string) int {
-	if len(args) == 0 || args[0] != "artifact" {
-		fmt.Fprintln(os.Stderr, "usage: fl-client artifact get|put ...")
-		return 2
+// command runs one of the operator commands.
+func command(name string, args []string) int {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	var err error
+	switch name {
+	case "artifact":
+		err = transfercmd.Run(ctx, args, os.Stdout, os.Stderr)
+	case "gpus":
+		err = gpucmd.Run(ctx, args, os.Stdout)
 	}
-	err := transfercmd.Run(ctx, args[1:], os.Stdout, os.Stderr)
 	switch {
 	case err == nil:
 		return 0

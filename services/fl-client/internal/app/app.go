@@ -78,11 +78,7 @@ func New(cfg config.Config, logger *slog.Logger, reg *prometheus.Registry, build
 		if err != nil {
 			return nil, fmt.Errorf("docker runner: %w (set FL_RUNNER=process or none on hosts without Docker)", err)
 		}
-		allow, err := runner.ParseAllowlist(cfg.AllowedImages)
-		if err != nil {
-			return nil, fmt.Errorf("FL_ALLOWED_IMAGES: %w", err)
-		}
-		a.docker, err = runner.NewDocker(engine, runner.DockerConfig{Allowlist: allow, User: cfg.JobUser, Instance: cfg.ClientName}, logger)
+		a.docker, err = runner.NewDocker(engine, runner.DockerConfig{Allowlist: cfg.AllowedImages, User: cfg.JobUser, Instance: cfg.ClientName}, logger)
 		if err != nil {
 			return nil, fmt.Errorf("docker runner: %w", err)
 		}
