@@ -155,4 +155,3 @@ func httpError(err error) error {
 	}
 	return err
 }
-
