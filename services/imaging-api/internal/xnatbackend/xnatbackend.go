@@ -434,6 +434,7 @@ func (b *Backend) Fetch(ctx context.Context, req api.FetchRequest, w io.Writer) 
 	rc, err := b.client.DownloadZip(ctx, xnat.Download{Project: project, Subject: subject, Experiment: req.Accession, Kind: kind, Resource: req.Resource})
 	if err != nil {
 		if errors.Is(err, xnat.ErrNotFound) {
+			//lint:ignore ST1005 the text is the detail callers see, worded as FLIP words it
 			return api.Mark(fmt.Errorf("No %s data in XNAT for this accession", req.Resource), api.ErrNotFound)
 		}
 		return storeError(err)
