@@ -63,6 +63,10 @@ func (s *Server) Routes(r chi.Router) {
 		r.Post("/cohort/snapshot", s.record(s.snapshot))
 	})
 	r.Group(func(r chi.Router) {
+		r.Use(s.data.Require("fl-client", mesh.CallerRawKey))
+		r.Post("/cohort/dataframe", s.record(s.dataframe))
+	})
+	r.Group(func(r chi.Router) {
 		r.Use(s.imaging.Require("trust-api", mesh.CallerRawKey))
 		r.Get("/retrieval/import_status_count/{id}", s.record(s.importStatus))
 		r.Put("/retrieval/reimport_imaging_project_studies/{id}", s.record(s.empty))
