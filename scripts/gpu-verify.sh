@@ -4,7 +4,8 @@
 # inventory, then run one training round of examples/pytorch-job through the
 # process runner on one GPU against a dev-hub on the same host. The data come
 # from dev-hub's stand-in (a synthetic dataframe with the planted signal), as
-# such a host has no OMOP database.
+# such a host has no OMOP database. Process jobs get a fixed PATH, so the job
+# names the interpreter found here by its absolute path.
 #
 #   BIN=dir-with-fl-client-and-dev-hub bash scripts/gpu-verify.sh
 set -euo pipefail
@@ -41,7 +42,7 @@ secret=$("$BIN/dev-hub" fl client add --name GPU_Trust | sed -n 's/^FL_CLIENT_SE
 
 FL_SERVER_URL=http://127.0.0.1:18080 FL_CLIENT_NAME=GPU_Trust FL_CLIENT_SECRET=$secret \
 	TRUST_INTERNAL_SERVICE_KEY=$key DATA_ACCESS_API_URL=http://127.0.0.1:18082 FL_CLIENT_ADDR=127.0.0.1:18083 \
-	FL_WORK_DIR=$work/fl FL_RUNNER=process FL_PROCESS_JOBS="pytorch-example=python3 $PWD/examples/pytorch-job/train.py" \
+	FL_WORK_DIR=$work/fl FL_RUNNER=process FL_PROCESS_JOBS="pytorch-example=$(command -v python3) $PWD/examples/pytorch-job/train.py" \
 	FL_POLL_WAIT_SECONDS=5 "$BIN/fl-client" >"$work/fl-client.log" 2>&1 &
 pids+=($!)
 wait_http http://127.0.0.1:18083/health
