@@ -31,6 +31,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/flip-trust/node/services/fl-client/internal/privacy"
 	"github.com/flip-trust/node/shared/flproto"
 	"github.com/flip-trust/node/shared/flproto/cutproxy"
 )
@@ -152,12 +153,21 @@ func (b *bench) run(ctx context.Context) error {
 	return b.interrupted(ctx)
 }
 
-// dpFilterLines is where the DP filter's throughput (clipping and noise over
-// an update of the same size) is to be measured and reported, beside the
-// transfer figures, once fl-client has the filter. It reports nothing yet.
-func dpFilterLines(_ context.Context, _ *bench) []string {
-	return nil
+// dpFilterLines measures the site's DP filter (the update local − global,
+// L2 clipping and Gaussian noise, streamed through two F32 models of
+// dpBytes each) and reports its throughput in GB/s of model bytes.
+func dpFilterLines(ctx context.Context, _ *bench) []string {
+	cfg := privacy.Defaults()
+	cfg.ClipNorm, cfg.NoiseMultiplier = 1, 1.1
+	gbps, err := privacy.MeasureThroughput(ctx, dpBytes, cfg)
+	if err != nil {
+		return []string{"DP filter: " + err.Error()}
+	}
+	return []string{fmt.Sprintf("DP filter (clip 1.0, noise multiplier 1.1) over a %d MiB F32 update: %.2f GB/s", dpBytes>>20, gbps)}
 }
+
+// dpBytes is the model size the DP filter is measured on.
+const dpBytes = 256 << 20
 
 func report(what string, fl, raw float64) {
 	ratio := fl / raw
