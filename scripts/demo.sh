@@ -6,12 +6,15 @@
 # snapshot, runs cohort_query round trips (statistics computed in PostgreSQL,
 # and a query the SQL guard refuses), then provisions an imaging project from
 # the hub, follows the cohort's studies moving from the PACS into staging, and
-# downloads one accession as an FL job would; then stops everything.
+# downloads one accession as an FL job would; finally a second trust joins and
+# two fl-clients run a federated evaluation and a 3-round training of the
+# built-in logistic regression against dev-hub's FL server, with per-round
+# loss and AUC; then stops everything.
 # DEMO_KEEP=1 leaves the processes running until Ctrl-C.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=$PWD/bin
-for b in dev-hub trust-api data-access-api omop-synth imaging-api dicom-synth; do [[ -x $BIN/$b ]] || { echo "demo: $BIN/$b missing; run make build"; exit 1; }; done
+for b in dev-hub trust-api data-access-api omop-synth imaging-api dicom-synth fl-client; do [[ -x $BIN/$b ]] || { echo "demo: $BIN/$b missing; run make build"; exit 1; }; done
 ORTHANC=${ORTHANC_BIN:-}
 if [[ -z $ORTHANC ]]; then
 	if [[ -x /usr/sbin/Orthanc ]]; then ORTHANC=/usr/sbin/Orthanc; else ORTHANC=$(command -v Orthanc || true); fi
@@ -25,7 +28,7 @@ cleanup() {
 	# Orthanc's storage is thrown away with $work, so it need not shut down cleanly.
 	for p in "${orthancs[@]}"; do kill -KILL "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
 	for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-	[[ -d $work/omop ]] && "$BIN/omop-synth" -stop-cluster "$work/omop" >/dev/null 2>&1 || true
+	for c in "$work/omop" "$work/omop2"; do [[ -d $c ]] && "$BIN/omop-synth" -stop-cluster "$c" >/dev/null 2>&1 || true; done
 	wait 2>/dev/null || true
 	echo "demo: stopped; logs were in $work (removed)"
 	rm -rf "$work"
@@ -218,6 +221,49 @@ if command -v dcmdump >/dev/null; then
 	dcmdump +P AccessionNumber +P Modality +P PatientID +P StudyInstanceUID +P SeriesDescription "$first" 2>/dev/null | sed 's/^/    /'
 fi
 
+step "15. federated learning: a second trust, two fl-clients, dev-hub's reference FL server"
+# This trust is Trust_1 (its OMOP database and data-access-api); Trust_2 gets
+# its own PostgreSQL cluster with another synthetic population and its own
+# data-access-api. Both freeze the same approved cohort query (the features
+# of examples/logreg/cohort.sql) for one project.
+OMOP2_PORT=$(port) DAPI2=127.0.0.1:$(port)
+"$BIN/omop-synth" -start-cluster "$work/omop2" -port "$OMOP2_PORT" -reader-password "$READER_PW" -persons 8000 -seed 8 -truncate \
+	>/dev/null 2>"$work/omop-synth2.log" || { tail -n 20 "$work/omop-synth2.log"; exit 1; }
+DATA_ACCESS_API_ADDR=$DAPI2 OMOP_DB_SERVICE_NAME=127.0.0.1 OMOP_DB_PORT=$OMOP2_PORT OMOP_DB_SSLMODE=disable \
+	DATA_ACCESS_POSTGRES_USER=data_analyst_reader DATA_ACCESS_POSTGRES_PASSWORD=$READER_PW OMOP_POSTGRES_DB=omop \
+	COHORT_SNAPSHOT_DIR=$work/snapshots2 LOG_LEVEL=INFO "$BIN/data-access-api" >"$work/data-access-api2.log" 2>&1 & pids+=($!)
+wait_http "http://$DAPI2/health"
+fl_project=$(cat /proc/sys/kernel/random/uuid)
+fl_enc=$("$BIN/dev-hub" seal "$fl_project" | tail -n1)
+proof=$(printf %s "$AES_KEY_BASE64" | sha256sum | cut -d' ' -f1)
+n=0
+for dapi in "$DAPI" "$DAPI2"; do
+	n=$((n + 1))
+	frozen=$(curl -fsS -H "X-Trust-Internal-Service-Key: $TRUST_INTERNAL_SERVICE_KEY" -H "X-Cohort-Admin-Key: $proof" -H 'Content-Type: application/json' \
+		-d "$(jq -nc --arg e "$fl_enc" --rawfile q examples/logreg/cohort.sql '{encrypted_project_id: $e, query: $q}')" "http://$dapi/cohort/snapshot")
+	echo "  Trust_$n: cohort frozen, $(jq -r '.row_count' <<<"$frozen") persons"
+	fl_secret=$("$BIN/dev-hub" fl client add --name "Trust_$n" | sed -n 's/^FL_CLIENT_SECRET=//p' | tr -d "'\"")
+	FL_SERVER_URL=http://$HUB FL_CLIENT_NAME=Trust_$n FL_CLIENT_SECRET=$fl_secret DATA_ACCESS_API_URL=http://$dapi \
+		FL_RUNNER=none FL_WORK_DIR=$work/fl$n FL_CLIENT_ADDR=127.0.0.1:$(port) FL_POLL_WAIT_SECONDS=5 IMAGES_DIR=$work/images LOG_LEVEL=INFO \
+		"$BIN/fl-client" >"$work/fl-client$n.log" 2>&1 & pids+=($!)
+	echo "  Trust_$n: fl-client registered (dev-hub fl client add) and polling the FL server"
+done
+"$BIN/dev-hub" fl model init-logreg --features 5 --out "$work/init.safetensors" >/dev/null
+fl_job() { "$BIN/dev-hub" fl job submit --clients Trust_1,Trust_2 --project-id "$fl_project" --query-file examples/logreg/cohort.sql \
+	--params-file examples/logreg/params.json --round-timeout 2m "$@" | tail -n1; }
+echo "  evaluation of the untrained model (metrics only leave the trusts):"
+fl_id=$(fl_job --kind evaluate --model "$work/init.safetensors")
+"$BIN/dev-hub" fl job wait "$fl_id" --timeout 3m | sed 's/^/    /'
+echo "  training: 3 rounds of FedAvg, 5 local epochs a round; each round's loss/AUC is the global model's at the round's start:"
+fl_start=$(now)
+fl_id=$(fl_job --kind train --rounds 3 --model "$work/init.safetensors")
+"$BIN/dev-hub" fl job wait "$fl_id" --timeout 5m | sed 's/^/    /'
+fl_secs=$(since "$fl_start")
+final=$("$BIN/dev-hub" fl job show "$fl_id" --json | jq -r '.final_model')
+echo "  evaluation of the final model $final:"
+fl_eval=$(fl_job --kind evaluate --model "$final")
+"$BIN/dev-hub" fl job wait "$fl_eval" --timeout 3m | sed 's/^/    /'
+
 step summary
 printf '  trust demo-trust registered, online, health snapshot delivered\n'
 printf '  cohort_query %s: %s in %.2fs (submit -> COMPLETED, including poll wait)\n' "$id" \
@@ -225,4 +271,5 @@ printf '  cohort_query %s: %s in %.2fs (submit -> COMPLETED, including poll wait
 	"$(awk -v a="$start" -v b="$end" 'BEGIN{print b-a}')"
 printf '  imaging: %s studies PACS -> staging in %ss (create_imaging to the last get_imaging_status, %d status tasks); accession %s downloaded\n' \
 	"$(jq '.successful_count' <<<"$counts")" "$img_secs" "$polls" "$accession"
+printf '  federated learning: evaluation, 3 rounds of training in %ss, evaluation of the final model across Trust_1 and Trust_2\n' "$fl_secs"
 if [[ ${DEMO_KEEP:-0} == 1 ]]; then echo "DEMO_KEEP=1: running; Ctrl-C stops"; wait; fi
