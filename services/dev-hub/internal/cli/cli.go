@@ -535,18 +535,12 @@ func (c *command) taskShow(ctx context.Context, args []string) error {
 
 func (c *command) taskCancel(ctx context.Context, args []string) error {
 	fs := c.flags("task cancel")
-	pos, err := parse(fs, args)
+	id, err := oneUUID(fs, args, "task")
 	if err != nil {
 		return err
 	}
-	if err := exactly(fs, pos, 1, "a task ID"); err != nil {
-		return err
-	}
-	if _, err := uuid.Parse(pos[0]); err != nil {
-		return usagef("%q is not a task id", pos[0])
-	}
 	var t admin.TaskView
-	if err := c.call(ctx, http.MethodPost, "/admin/tasks/"+url.PathEscape(pos[0])+"/cancel", nil, &t); err != nil {
+	if err := c.call(ctx, http.MethodPost, "/admin/tasks/"+url.PathEscape(id)+"/cancel", nil, &t); err != nil {
 		return err
 	}
 	_, err = fmt.Fprintf(c.env.Stdout, "%s %s\n", t.ID, t.Status)
@@ -654,4 +648,20 @@ func (c *command) seal(args []string) error {
 	}
 	_, err = fmt.Fprintln(c.env.Stdout, sealed)
 	return err
+}
+
+// oneUUID parses args for exactly one positional argument, the UUID of a
+// what ("task", "job").
+func oneUUID(fs *flag.FlagSet, args []string, what string) (string, error) {
+	pos, err := parse(fs, args)
+	if err != nil {
+		return "", err
+	}
+	if err := exactly(fs, pos, 1, "a "+what+" ID"); err != nil {
+		return "", err
+	}
+	if _, err := uuid.Parse(pos[0]); err != nil {
+		return "", usagef("%q is not a %s id", pos[0], what)
+	}
+	return pos[0], nil
 }

@@ -459,18 +459,12 @@ func (c *command) flJobShow(ctx context.Context, args []string) error {
 
 func (c *command) flJobCancel(ctx context.Context, args []string) error {
 	fs := c.flags("fl job cancel")
-	pos, err := parse(fs, args)
+	id, err := oneUUID(fs, args, "job")
 	if err != nil {
 		return err
 	}
-	if err := exactly(fs, pos, 1, "a job ID"); err != nil {
-		return err
-	}
-	if _, err := uuid.Parse(pos[0]); err != nil {
-		return usagef("%q is not a job id", pos[0])
-	}
 	var j flserver.Job
-	if err := c.call(ctx, http.MethodPost, "/admin/fl/jobs/"+url.PathEscape(pos[0])+"/cancel", nil, &j); err != nil {
+	if err := c.call(ctx, http.MethodPost, "/admin/fl/jobs/"+url.PathEscape(id)+"/cancel", nil, &j); err != nil {
 		return err
 	}
 	_, err = fmt.Fprintf(c.env.Stdout, "%s %s\n", j.ID, j.State)
