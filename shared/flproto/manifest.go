@@ -25,6 +25,12 @@ func ParseArtifactID(id string) (string, error) {
 	return hexDigest, nil
 }
 
+// IsArtifactID reports whether id is a content address "sha256:<64 hex>".
+func IsArtifactID(id string) bool {
+	hexDigest, ok := strings.CutPrefix(id, "sha256:")
+	return ok && isHexDigest(hexDigest)
+}
+
 // isHexDigest reports whether s is 64 lowercase hex digits.
 func isHexDigest(s string) bool {
 	if len(s) != 2*sha256.Size {

@@ -80,7 +80,12 @@ func (a *Authenticator) known() []authClient {
 	if a.source == nil {
 		return a.clients
 	}
-	return NewAuthenticator(a.source()).clients
+	m := a.source()
+	out := make([]authClient, 0, len(m))
+	for name, d := range m {
+		out = append(out, authClient{name: []byte(name), digest: d})
+	}
+	return out
 }
 
 // Authenticate returns the client r authenticates as. Every known client is

@@ -325,7 +325,7 @@ func (c *command) flJobSubmit(ctx context.Context, args []string) error {
 		req.ProjectID = uuid.NewString()
 	}
 	req.Model = *model
-	if !flserver.ValidArtifactID(*model) {
+	if !flproto.IsArtifactID(*model) {
 		if req.Model, err = c.uploadModel(ctx, *model); err != nil {
 			return err
 		}

@@ -101,7 +101,7 @@ func (a *AdminAPI) putArtifact(r *http.Request) (flproto.Manifest, error) {
 
 func (a *AdminAPI) getArtifact(w http.ResponseWriter, r *http.Request) {
 	id := chi.URLParam(r, "id")
-	if !ValidArtifactID(id) || !a.arts.Has(id) {
+	if !flproto.IsArtifactID(id) || !a.arts.Has(id) {
 		httpx.WriteJSON(w, http.StatusNotFound, httpx.ErrorBody{Detail: fmt.Sprintf("artifact %s not found", id)})
 		return
 	}

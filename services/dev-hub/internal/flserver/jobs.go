@@ -122,13 +122,10 @@ type ValidationError struct {
 func (e *ValidationError) Error() string { return "invalid: " + strings.Join(e.Problems, "; ") }
 
 var (
-	artifactIDPattern = regexp.MustCompile(`^sha256:[0-9a-f]{64}$`)
 	imagePattern      = regexp.MustCompile(`^[a-z0-9][a-z0-9._/:-]*@sha256:[0-9a-f]{64}$`)
 	jobNamePattern    = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_./-]{0,127}$`)
 )
 
-// ValidArtifactID reports whether id is a content address "sha256:<hex>".
-func ValidArtifactID(id string) bool { return artifactIDPattern.MatchString(id) }
 
 // validate checks spec against the registered clients and the artifacts and
 // fills its defaults; the caller holds s.mu.
@@ -181,7 +178,7 @@ func (s *Server) validate(spec *JobSpec) error {
 		add("round_timeout_seconds: must be between 1 and %d", int(MaxRoundTimeout/time.Second))
 	}
 	switch {
-	case !ValidArtifactID(spec.Model):
+	case !flproto.IsArtifactID(spec.Model):
 		add("model: must be an artifact id sha256:<64 hex digits>")
 	case s.arts != nil && !s.arts.Has(spec.Model):
 		add("model: artifact %s does not exist", spec.Model)

@@ -234,7 +234,7 @@ func (s *Server) checkResult(kind string, res flproto.Result) error {
 		add("update: an evaluate task never returns weights")
 	case res.Update != "" && res.Status != StatusOK:
 		add("update: only an ok result carries an update")
-	case res.Update != "" && (!ValidArtifactID(res.Update) || !s.arts.Has(res.Update)):
+	case res.Update != "" && (!flproto.IsArtifactID(res.Update) || !s.arts.Has(res.Update)):
 		add("update: unknown artifact %q", res.Update)
 	case res.Update == "" && kind == flproto.KindTrain && res.Status == StatusOK:
 		add("update: an ok train result needs the artifact id of its update")

@@ -48,10 +48,10 @@ type App struct {
 	gpus   gpu.Inventory
 	closer io.Closer
 
-	connected atomic.Bool
-	lastPoll  atomic.Int64
-	tasksOK   prometheus.Counter
-	tasksFail *prometheus.CounterVec
+	connected    atomic.Bool
+	lastProgress atomic.Int64
+	tasksOK      prometheus.Counter
+	tasksFail    *prometheus.CounterVec
 }
 
 // New builds fl-client from cfg.
@@ -248,11 +248,11 @@ func (a *App) run(ctx context.Context, t flproto.Task) {
 // progress logs long transfers every few seconds.
 func (a *App) progress(done, total int64) {
 	now := time.Now().UnixNano()
-	last := a.lastPoll.Load()
+	last := a.lastProgress.Load()
 	if done < total && now-last < int64(5*time.Second) {
 		return
 	}
-	if a.lastPoll.CompareAndSwap(last, now) && total > 0 {
+	if a.lastProgress.CompareAndSwap(last, now) && total > 0 {
 		a.logger.Info("transfer", "done_bytes", done, "total_bytes", total, "percent", done*100/total)
 	}
 }
