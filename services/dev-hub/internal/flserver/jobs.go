@@ -122,10 +122,9 @@ type ValidationError struct {
 func (e *ValidationError) Error() string { return "invalid: " + strings.Join(e.Problems, "; ") }
 
 var (
-	imagePattern      = regexp.MustCompile(`^[a-z0-9][a-z0-9._/:-]*@sha256:[0-9a-f]{64}$`)
-	jobNamePattern    = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_./-]{0,127}$`)
+	imagePattern   = regexp.MustCompile(`^[a-z0-9][a-z0-9._/:-]*@sha256:[0-9a-f]{64}$`)
+	jobNamePattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_./-]{0,127}$`)
 )
-
 
 // validate checks spec against the registered clients and the artifacts and
 // fills its defaults; the caller holds s.mu.
