@@ -135,6 +135,13 @@ type UploadState struct {
 	Artifact string `json:"artifact,omitempty"`
 }
 
+// CompleteRequest is the body of POST /fl/v1/uploads/{id}/complete: the
+// whole-file SHA-256, required when the announce deferred it (an empty or
+// absent body otherwise).
+type CompleteRequest struct {
+	SHA256 string `json:"sha256,omitempty"`
+}
+
 // Completed is the answer to POST /fl/v1/uploads/{id}/complete.
 type Completed struct {
 	Artifact string `json:"artifact"`

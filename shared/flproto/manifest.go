@@ -1,6 +1,7 @@
 package flproto
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -69,7 +70,15 @@ func (m Manifest) ChunkSpan(n int) (off, length int64) {
 
 // Validate checks m's shape: chunk size within bounds, a chunk digest for
 // every chunk, well-formed digests, and an id (when set) that names sha256.
-func (m Manifest) Validate() error {
+func (m Manifest) Validate() error { return m.validate(false) }
+
+// ValidateAnnounce is Validate for a manifest announcing an upload, whose
+// whole-file sha256 may be left empty: the client then gives it when it
+// completes the upload (a deferred digest), so that it can hash the file
+// while its chunks are on the way.
+func (m Manifest) ValidateAnnounce() error { return m.validate(true) }
+
+func (m Manifest) validate(deferrable bool) error {
 	var problems []string
 	if m.Size < 0 {
 		problems = append(problems, "size must not be negative")
@@ -77,10 +86,14 @@ func (m Manifest) Validate() error {
 	if m.ChunkSize < MinChunkSize || m.ChunkSize > MaxChunkSize {
 		problems = append(problems, fmt.Sprintf("chunk_size must be between %d and %d", MinChunkSize, MaxChunkSize))
 	}
-	if !isHexDigest(m.SHA256) {
+	switch {
+	case deferrable && m.SHA256 == "":
+		if m.ID != "" {
+			problems = append(problems, "id must be empty when sha256 is deferred")
+		}
+	case !isHexDigest(m.SHA256):
 		problems = append(problems, "sha256 must be 64 lowercase hex digits")
-	}
-	if m.ID != "" && m.ID != ArtifactID(m.SHA256) {
+	case m.ID != "" && m.ID != ArtifactID(m.SHA256):
 		problems = append(problems, "id must be sha256:<sha256>")
 	}
 	if m.Size >= 0 && m.ChunkSize > 0 {
@@ -121,6 +134,59 @@ func ManifestOf(r io.Reader, chunkSize int64) (Manifest, error) {
 	m := Manifest{Size: n, SHA256: sum, ChunkSize: chunkSize, Chunks: cw.Finish()}
 	m.ID = ArtifactID(m.SHA256)
 	return m, nil
+}
+
+// ChunkDigests returns the SHA-256 of every chunkSize chunk of the size
+// bytes of r, hashing up to workers chunks at once (1 when workers < 1).
+// Memory stays one copy buffer per worker.
+func ChunkDigests(ctx context.Context, r io.ReaderAt, size, chunkSize int64, workers int) ([]string, error) {
+	if chunkSize < MinChunkSize || chunkSize > MaxChunkSize {
+		return nil, fmt.Errorf("chunk size %d: must be between %d and %d", chunkSize, MinChunkSize, MaxChunkSize)
+	}
+	n := ChunkCount(size, chunkSize)
+	sums := make([]string, n)
+	m := Manifest{Size: size, ChunkSize: chunkSize}
+	next := make(chan int)
+	errs := make(chan error, 1)
+	var wg sync.WaitGroup
+	for range max(1, min(workers, n)) {
+		wg.Go(func() {
+			for i := range next {
+				off, length := m.ChunkSpan(i)
+				sum, err := hashSection(r, off, length)
+				if err != nil {
+					select {
+					case errs <- fmt.Errorf("hash chunk %d: %w", i, err):
+					default:
+					}
+					continue
+				}
+				sums[i] = sum
+			}
+		})
+	}
+feed:
+	for i := range n {
+		select {
+		case next <- i:
+		case <-ctx.Done():
+			break feed
+		case err := <-errs:
+			errs <- err
+			break feed
+		}
+	}
+	close(next)
+	wg.Wait()
+	select {
+	case err := <-errs:
+		return nil, err
+	default:
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	return sums, nil
 }
 
 // chunkHasher is an io.Writer that hashes its input in chunkSize pieces.

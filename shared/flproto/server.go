@@ -291,7 +291,15 @@ func (h *ArtifactHandler) complete(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	id, err := h.uploads.Complete(r.Context(), client, chi.URLParam(r, "id"))
+	var req CompleteRequest
+	if r.ContentLength != 0 {
+		r.Body = http.MaxBytesReader(w, r.Body, MaxManifestBody)
+		if err := httpx.DecodeJSON(r, &req); err != nil {
+			writeProblem(w, r, err)
+			return
+		}
+	}
+	id, err := h.uploads.Complete(r.Context(), client, chi.URLParam(r, "id"), req.SHA256)
 	if err != nil {
 		writeProblem(w, r, err)
 		return

@@ -10,6 +10,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"runtime"
 	"sync"
 )
 
@@ -351,42 +352,72 @@ func (c *Client) report(done, total int64) {
 	}
 }
 
-// Upload sends the file at path to the server as an artifact and returns its
-// id. The file's manifest is computed first (streaming, chunkSize chunks,
-// DefaultChunkSize when 0); the server answers which chunks it is missing
-// (none of them when it already has the artifact, only some when this
-// client's earlier upload of the same file was interrupted), only those are
-// sent, and the upload is completed. Transient failures are retried under
-// c.Retry. Memory stays one copy buffer whatever the file's size.
+// Upload sends the file at path to the FL server and returns its artifact
+// id. The chunk digests are computed first, chunkSize chunks
+// (DefaultChunkSize when 0) hashed in parallel; the upload is announced with
+// the whole-file digest deferred, and that digest is computed on one more
+// goroutine while the chunks are on the way. The server answers which chunks
+// it is missing (only some when this client's earlier upload of the same
+// file was interrupted), only those are sent, and the upload is completed
+// with the whole-file digest. Transient failures are retried under c.Retry.
+// Memory stays one copy buffer per worker whatever the file's size.
 func (c *Client) Upload(ctx context.Context, path string, chunkSize int64) (string, error) {
+	if chunkSize == 0 {
+		chunkSize = DefaultChunkSize
+	}
 	f, err := os.Open(path)
 	if err != nil {
 		return "", fmt.Errorf("upload: %w", err)
 	}
-	m, err := ManifestOf(f, chunkSize)
-	f.Close()
+	defer f.Close()
+	info, err := f.Stat()
 	if err != nil {
 		return "", fmt.Errorf("upload %s: %w", path, err)
 	}
-	announce := m
-	announce.ID = ""
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	// The whole-file digest runs beside everything below; it reads the file
+	// once, in order, from the start.
+	wholeDone := make(chan wholeResult, 1)
+	go func() {
+		h := sha256.New()
+		n, err := copyPooled(h, io.NewSectionReader(ctxReaderAt{ctx, f}, 0, info.Size()))
+		if err == nil && n != info.Size() {
+			err = io.ErrUnexpectedEOF
+		}
+		wholeDone <- wholeResult{sum: hex.EncodeToString(h.Sum(nil)), err: err}
+	}()
+	chunks, err := ChunkDigests(ctx, f, info.Size(), chunkSize, runtime.GOMAXPROCS(0))
+	if err != nil {
+		return "", fmt.Errorf("upload %s: %w", path, err)
+	}
+	m := Manifest{Size: info.Size(), ChunkSize: chunkSize, Chunks: chunks}
 	var st UploadState
 	err = c.retry(ctx, "open upload", func(ctx context.Context) error {
-		return c.callJSON(ctx, http.MethodPost, c.BaseURL+PathUploads, announce, &st)
+		return c.callJSON(ctx, http.MethodPost, c.BaseURL+PathUploads, m, &st)
 	})
 	if err != nil {
 		return "", fmt.Errorf("upload %s: open: %w", path, err)
 	}
+	var whole *wholeResult
 	for range 3 {
 		if st.Artifact != "" {
 			break
 		}
-		if err := c.sendChunks(ctx, path, m, st); err != nil {
+		if err := c.sendChunks(ctx, f, m, st); err != nil {
 			return "", fmt.Errorf("upload %s: %w", path, err)
+		}
+		if whole == nil {
+			w := <-wholeDone
+			if w.err != nil {
+				return "", fmt.Errorf("upload %s: hash: %w", path, w.err)
+			}
+			whole = &w
+			m.SHA256 = w.sum
 		}
 		var done Completed
 		err = c.retry(ctx, "complete upload", func(ctx context.Context) error {
-			return c.callJSON(ctx, http.MethodPost, c.route(PathComplete, st.ID, 0), struct{}{}, &done)
+			return c.callJSON(ctx, http.MethodPost, c.route(PathComplete, st.ID, 0), CompleteRequest{SHA256: m.SHA256}, &done)
 		})
 		var he *HTTPError
 		if errors.As(err, &he) && he.Status == http.StatusConflict && len(he.Missing) > 0 {
@@ -398,14 +429,21 @@ func (c *Client) Upload(ctx context.Context, path string, chunkSize int64) (stri
 		}
 		st.Artifact = done.Artifact
 	}
-	if st.Artifact != m.ID {
-		return "", fmt.Errorf("upload %s: the server stored %q, the file is %s", path, st.Artifact, m.ID)
+	if m.SHA256 == "" {
+		w := <-wholeDone
+		if w.err != nil {
+			return "", fmt.Errorf("upload %s: hash: %w", path, w.err)
+		}
+		m.SHA256 = w.sum
+	}
+	if st.Artifact != ArtifactID(m.SHA256) {
+		return "", fmt.Errorf("upload %s: the server stored %q, the file is %s", path, st.Artifact, ArtifactID(m.SHA256))
 	}
 	return st.Artifact, nil
 }
 
 // sendChunks PUTs the chunks st misses.
-func (c *Client) sendChunks(ctx context.Context, path string, m Manifest, st UploadState) error {
+func (c *Client) sendChunks(ctx context.Context, f io.ReaderAt, m Manifest, st UploadState) error {
 	var mu sync.Mutex
 	sent := m.Size
 	for _, n := range st.Missing {
@@ -416,11 +454,6 @@ func (c *Client) sendChunks(ctx context.Context, path string, m Manifest, st Upl
 		sent -= l
 	}
 	c.report(sent, m.Size)
-	f, err := os.Open(path)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
 	return c.parallel(ctx, st.Missing, func(ctx context.Context, n int) error {
 		err := c.retry(ctx, fmt.Sprintf("chunk %d", n), func(ctx context.Context) error {
 			return c.putChunk(ctx, f, m, st.ID, n)

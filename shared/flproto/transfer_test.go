@@ -632,7 +632,7 @@ func TestUploadsOutOfOrderAndWholeDigest(t *testing.T) {
 		t.Fatal(err)
 	}
 	put("Trust_1", st, []int{3, 1, 0, 6, 2, 5, 4})
-	id, err := ts.uploads.Complete(ctx, "Trust_1", st.ID)
+	id, err := ts.uploads.Complete(ctx, "Trust_1", st.ID, "")
 	if err != nil || id != idOf(data) {
 		t.Fatalf("complete: %v %s", err, id)
 	}
@@ -646,7 +646,7 @@ func TestUploadsOutOfOrderAndWholeDigest(t *testing.T) {
 		t.Fatal(err)
 	}
 	put("Trust_2", st, []int{0, 1, 2, 3, 4, 5, 6})
-	if _, err := ts.uploads.Complete(ctx, "Trust_2", st.ID); !errors.Is(err, flproto.ErrDigest) {
+	if _, err := ts.uploads.Complete(ctx, "Trust_2", st.ID, ""); !errors.Is(err, flproto.ErrDigest) {
 		t.Fatalf("complete of a file that is not the announced one: %v", err)
 	}
 	if ts.store.Has(flproto.ArtifactID(lie.SHA256)) {
@@ -692,5 +692,86 @@ func TestAuthenticatorFuncSeesNewClients(t *testing.T) {
 	mu.Unlock()
 	if _, err := auth.Authenticate(req()); err == nil {
 		t.Fatal("a removed client was admitted")
+	}
+}
+
+// An upload announced with its whole-file digest deferred is completed with
+// the digest: a missing or wrong one is refused, a lying one drops the
+// upload, and announcing the same chunks again finds the open upload.
+func TestUploadsDeferredDigest(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	ts := newTestServer(t, dir, 0)
+	ctx := context.Background()
+	_, data := randomFile(t, dir, "update.bin", 5*chunk+7, 11)
+	full, err := flproto.ManifestOf(bytes.NewReader(data), chunk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	chunks, err := flproto.ChunkDigests(ctx, bytes.NewReader(data), int64(len(data)), chunk, 3)
+	if err != nil || len(chunks) != len(full.Chunks) {
+		t.Fatalf("chunk digests: %v (%d of %d)", err, len(chunks), len(full.Chunks))
+	}
+	for i := range chunks {
+		if chunks[i] != full.Chunks[i] {
+			t.Fatalf("chunk %d: parallel digest %s, sequential %s", i, chunks[i], full.Chunks[i])
+		}
+	}
+	announce := flproto.Manifest{Size: full.Size, ChunkSize: chunk, Chunks: chunks}
+	upload := func(client string) flproto.UploadState {
+		t.Helper()
+		st, err := ts.uploads.Open(ctx, client, announce)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for n := range chunks {
+			off, l := announce.ChunkSpan(n)
+			if err := ts.uploads.PutChunk(ctx, client, st.ID, n, chunks[n], bytes.NewReader(data[off:off+l])); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return st
+	}
+
+	st := upload("Trust_1")
+	if again, err := ts.uploads.Open(ctx, "Trust_1", announce); err != nil || again.ID != st.ID {
+		t.Fatalf("announcing the same chunks again: %v, id %s, want %s", err, again.ID, st.ID)
+	}
+	if _, err := ts.uploads.Complete(ctx, "Trust_1", st.ID, ""); !errors.Is(err, flproto.ErrInvalid) {
+		t.Fatalf("complete without the deferred digest: %v", err)
+	}
+	id, err := ts.uploads.Complete(ctx, "Trust_1", st.ID, full.SHA256)
+	if err != nil || id != idOf(data) || !ts.store.Has(id) {
+		t.Fatalf("complete with the digest: %v %s", err, id)
+	}
+
+	st = upload("Trust_2")
+	lie := strings.Repeat("cd", 32)
+	if _, err := ts.uploads.Complete(ctx, "Trust_2", st.ID, lie); !errors.Is(err, flproto.ErrDigest) {
+		t.Fatalf("complete with a digest the file does not have: %v", err)
+	}
+	if ts.store.Has(flproto.ArtifactID(lie)) {
+		t.Fatal("the store took a file under a digest it does not have")
+	}
+	if _, err := ts.uploads.State(ctx, "Trust_2", st.ID); !errors.Is(err, flproto.ErrNotFound) {
+		t.Fatalf("the refused upload is still open: %v", err)
+	}
+
+	// An announced digest cannot be replaced at completion.
+	st, err = ts.uploads.Open(ctx, "Trust_2", full)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Artifact != idOf(data) {
+		t.Fatalf("a stored artifact announced again: %+v", st)
+	}
+	other := full
+	other.SHA256, other.ID = strings.Repeat("ef", 32), ""
+	st, err = ts.uploads.Open(ctx, "Trust_2", other)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ts.uploads.Complete(ctx, "Trust_2", st.ID, full.SHA256); !errors.Is(err, flproto.ErrInvalid) {
+		t.Fatalf("completing with a digest other than the announced one: %v", err)
 	}
 }

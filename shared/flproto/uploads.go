@@ -55,7 +55,22 @@ type Uploads struct {
 	byKey map[uploadKey]*upload
 }
 
-type uploadKey struct{ client, sha256 string }
+// uploadKey finds a client's open upload of a file again: by the file's
+// SHA-256, or, for an announce whose digest is deferred, by a digest of its
+// size, chunk size and chunk digests.
+type uploadKey struct{ client, file string }
+
+func keyOf(client string, m Manifest) uploadKey {
+	if m.SHA256 != "" {
+		return uploadKey{client, m.SHA256}
+	}
+	h := sha256.New()
+	fmt.Fprintf(h, "%d/%d", m.Size, m.ChunkSize)
+	for _, c := range m.Chunks {
+		h.Write([]byte("/" + c))
+	}
+	return uploadKey{client, "chunks:" + hex.EncodeToString(h.Sum(nil))}
+}
 
 // uploadMeta is upload.json.
 type uploadMeta struct {
@@ -71,6 +86,7 @@ type uploadMeta struct {
 type upload struct {
 	meta uploadMeta
 	dir  string
+	key  uploadKey // as announced; fixed for the upload's life
 
 	mu       sync.Mutex
 	cond     *sync.Cond
@@ -105,7 +121,7 @@ func NewUploads(dir string, store *ArtifactStore, maxSize int64) (*Uploads, erro
 			return nil, err
 		}
 		u.byID[up.meta.ID] = up
-		u.byKey[uploadKey{up.meta.Client, up.meta.Manifest.SHA256}] = up
+		u.byKey[up.key] = up
 	}
 	return u, nil
 }
@@ -137,16 +153,17 @@ func loadUpload(dir string) (*upload, error) {
 
 func newUpload(meta uploadMeta, dir string) *upload {
 	n := len(meta.Manifest.Chunks)
-	up := &upload{meta: meta, dir: dir, received: make([]bool, n), busy: make([]bool, n), whole: sha256.New()}
+	up := &upload{meta: meta, dir: dir, key: keyOf(meta.Client, meta.Manifest), received: make([]bool, n), busy: make([]bool, n), whole: sha256.New()}
 	up.cond = sync.NewCond(&up.mu)
 	return up
 }
 
 // Open opens an upload of the file m describes for client, or returns the
-// client's open upload of the same SHA-256. When the store already holds the
+// client's open upload of the same file. When the store already holds the
 // artifact the upload is complete at once (nothing missing, Artifact set).
+// m's sha256 may be empty (deferred): Complete then takes it from the client.
 func (u *Uploads) Open(ctx context.Context, client string, m Manifest) (UploadState, error) {
-	if err := m.Validate(); err != nil {
+	if err := m.ValidateAnnounce(); err != nil {
 		return UploadState{}, fmt.Errorf("%w: %w", ErrInvalid, err)
 	}
 	if u.maxSize > 0 && m.Size > u.maxSize {
@@ -155,7 +172,8 @@ func (u *Uploads) Open(ctx context.Context, client string, m Manifest) (UploadSt
 	m.ID = ""
 	u.mu.Lock()
 	defer u.mu.Unlock()
-	if up, ok := u.byKey[uploadKey{client, m.SHA256}]; ok && up.sameFile(m) {
+	key := keyOf(client, m)
+	if up, ok := u.byKey[key]; ok && up.sameFile(m) {
 		return up.state(), nil
 	} else if ok {
 		// Same content announced with another chunking: start afresh.
@@ -172,7 +190,7 @@ func (u *Uploads) Open(ctx context.Context, client string, m Manifest) (UploadSt
 	if err := os.Mkdir(dir, 0o750); err != nil {
 		return UploadState{}, fmt.Errorf("open upload: %w", err)
 	}
-	if u.store.Has(ArtifactID(m.SHA256)) {
+	if m.SHA256 != "" && u.store.Has(ArtifactID(m.SHA256)) {
 		meta.Artifact = ArtifactID(m.SHA256)
 	} else {
 		f, err := os.Create(filepath.Join(dir, "data"))
@@ -194,14 +212,14 @@ func (u *Uploads) Open(ctx context.Context, client string, m Manifest) (UploadSt
 		return UploadState{}, fmt.Errorf("open upload: %w", err)
 	}
 	u.byID[id] = up
-	u.byKey[uploadKey{client, m.SHA256}] = up
+	u.byKey[key] = up
 	return up.state(), nil
 }
 
 // remove forgets up and deletes its directory; u.mu is held.
 func (u *Uploads) remove(up *upload) error {
 	delete(u.byID, up.meta.ID)
-	delete(u.byKey, uploadKey{up.meta.Client, up.meta.Manifest.SHA256})
+	delete(u.byKey, up.key)
 	if err := os.RemoveAll(up.dir); err != nil {
 		return fmt.Errorf("remove upload %s: %w", up.meta.ID, err)
 	}
@@ -387,16 +405,38 @@ func checkChunk(n int, got string, cnt, length int64, want string) error {
 // moves it into the artifact store, returning the artifact id. Missing
 // chunks give a *MissingError; a whole-file mismatch (chunk digests that do
 // not add up to the announced file) gives ErrDigest and drops the upload.
-// Completing a completed upload returns its artifact again.
-func (u *Uploads) Complete(ctx context.Context, client, id string) (string, error) {
+// Completing a completed upload returns its artifact again. sha256 is the
+// client's whole-file digest: required when the announce deferred it, and
+// when given it must equal the announced one (ErrInvalid otherwise).
+func (u *Uploads) Complete(ctx context.Context, client, id, sha256Hex string) (artifact string, err error) {
 	up, err := u.get(client, id)
 	if err != nil {
 		return "", err
 	}
+	// A mismatching upload is dropped after up.mu is released: u.mu is
+	// never taken while an upload's mutex is held (Open takes them the other
+	// way round).
+	drop := false
+	defer func() {
+		if drop {
+			u.mu.Lock()
+			err = errors.Join(err, u.remove(up))
+			u.mu.Unlock()
+		}
+	}()
 	up.mu.Lock()
 	defer up.mu.Unlock()
 	if up.meta.Artifact != "" {
 		return up.meta.Artifact, nil
+	}
+	want := up.meta.Manifest.SHA256
+	switch {
+	case want == "" && !isHexDigest(sha256Hex):
+		return "", fmt.Errorf("%w: upload %s deferred its sha256: completing it needs the whole-file sha256 (64 lowercase hex digits)", ErrInvalid, id)
+	case want == "":
+		want = sha256Hex
+	case sha256Hex != "" && sha256Hex != want:
+		return "", fmt.Errorf("%w: upload %s was announced with sha256 %s, completed with %q", ErrInvalid, id, want, truncate(sha256Hex, 80))
 	}
 	if err := up.check(ctx); err != nil {
 		return "", err
@@ -434,16 +474,16 @@ func (u *Uploads) Complete(ctx context.Context, client, id string) (string, erro
 	}
 	got := hex.EncodeToString(up.whole.Sum(nil))
 	up.wholeNext = len(m.Chunks) + 1 // the hasher is spent
-	if got != m.SHA256 {
-		u.mu.Lock()
-		rerr := u.remove(up)
-		u.mu.Unlock()
-		return "", errors.Join(fmt.Errorf("%w: the uploaded file has SHA-256 %s, announced %s", ErrDigest, got, m.SHA256), rerr)
+	if got != want {
+		drop = true
+		return "", fmt.Errorf("%w: the uploaded file has SHA-256 %s, announced %s", ErrDigest, got, want)
 	}
+	m.SHA256 = got
 	if err := u.store.Adopt(data, m); err != nil {
 		return "", fmt.Errorf("complete upload %s: %w", id, err)
 	}
 	up.meta.Artifact = ArtifactID(m.SHA256)
+	up.meta.Manifest.SHA256 = m.SHA256
 	if err := up.saveMeta(); err != nil {
 		return "", fmt.Errorf("complete upload %s: %w", id, err)
 	}
