@@ -36,8 +36,8 @@ var (
 	// ErrMismatch marks trained weights whose tensors differ from the
 	// global model's in name, dtype or shape.
 	ErrMismatch = errors.New("trained weights do not match the global model")
-	// ErrUnsupportedDType marks a tensor that is not F16, BF16, F32 or F64.
-	ErrUnsupportedDType = errors.New("only F16, BF16, F32 and F64 tensors can be updated")
+	// ErrUnsupportedDType marks a tensor whose dtype has no known element size.
+	ErrUnsupportedDType = errors.New("tensor dtype has no known element size")
 	// ErrNotFinite marks an update with NaN or infinite values, or whose
 	// norm overflows.
 	ErrNotFinite = errors.New("update is not finite")
@@ -157,6 +157,10 @@ type pair struct {
 	g, l safetensors.TensorInfo
 	es   int   // element size
 	n    int64 // elements
+	// fixed marks a tensor of a non-float dtype (a counter such as
+	// BatchNorm's num_batches_tracked): it is not trained, so its update is
+	// zero whatever the job wrote, and its local values never leave.
+	fixed bool
 }
 
 // match pairs the tensors of the global model and the trained weights, in
@@ -183,17 +187,15 @@ func match(g, l *safetensors.Header) ([]pair, error) {
 		case !slices.Equal(lt.Shape, gt.Shape):
 			problems = append(problems, fmt.Sprintf("tensor %q has shape %v in the trained weights, %v in the global model", gt.Name, lt.Shape, gt.Shape))
 			continue
-		case !gt.DType.Float():
+		}
+		es, err := gt.DType.Size()
+		if err != nil {
 			if unsupported == nil {
 				unsupported = fmt.Errorf("tensor %q is %s: %w", gt.Name, gt.DType, ErrUnsupportedDType)
 			}
 			continue
 		}
-		es, err := gt.DType.Size()
-		if err != nil {
-			return nil, fmt.Errorf("tensor %q: %w", gt.Name, err)
-		}
-		pairs = append(pairs, pair{g: gt, l: lt, es: es, n: gt.Elements()})
+		pairs = append(pairs, pair{g: gt, l: lt, es: es, n: gt.Elements(), fixed: !gt.DType.Float()})
 	}
 	extra := make([]string, 0, len(local))
 	for name := range local {
@@ -332,6 +334,9 @@ func (u *updater) sumSquares(ctx context.Context) (float64, error) {
 				if err := ctx.Err(); err != nil {
 					return err
 				}
+				if u.pairs[b.pair].fixed {
+					return nil
+				}
 				gv, lv, err := u.load(s, b)
 				if err != nil {
 					return err
@@ -465,6 +470,23 @@ func (u *updater) transform(ctx context.Context, w int, seed [32]byte, out chan<
 		if err := ctx.Err(); err != nil {
 			return err
 		}
+		p := u.pairs[b.pair]
+		if p.fixed {
+			var buf []byte
+			select {
+			case buf = <-free:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+			buf = buf[:b.n*int64(p.es)]
+			clear(buf) // a zero update: every supported dtype encodes 0 as zero bytes
+			select {
+			case out <- buf:
+				return nil
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
 		gv, lv, err := u.load(s, b)
 		if err != nil {
 			return err
@@ -484,7 +506,6 @@ func (u *updater) transform(ctx context.Context, w int, seed [32]byte, out chan<
 		case <-ctx.Done():
 			return ctx.Err()
 		}
-		p := u.pairs[b.pair]
 		buf = buf[:b.n*int64(p.es)]
 		if err := safetensors.EncodeFloats(p.g.DType, lv, buf); err != nil {
 			return fmt.Errorf("tensor %q: %w", p.g.Name, err)

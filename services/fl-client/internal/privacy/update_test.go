@@ -2,8 +2,10 @@ package privacy
 
 import (
 	"bytes"
+	"encoding/binary"
 	"context"
 	"errors"
+	"io"
 	"math"
 	"os"
 	"path/filepath"
@@ -293,6 +295,52 @@ func TestUpdateDTypesRoundTrip(t *testing.T) {
 	}
 }
 
+// A counter such as BatchNorm's num_batches_tracked (I64) is not trained:
+// its update is zero, its local value never leaves, it takes no part in the
+// norm, and noise touches only the float tensors.
+func TestUpdateIntegerTensorsCarryNoUpdate(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	i64 := func(v uint64) safetensors.Tensor {
+		b := make([]byte, 8)
+		binary.LittleEndian.PutUint64(b, v)
+		return safetensors.Tensor{Name: "bn.num_batches_tracked", DType: safetensors.I64, Shape: []int64{}, Data: b}
+	}
+	global := writeModel(t, dir, "global", nil, tensor(t, "w", safetensors.F32, []int64{2}, []float64{1, 2}), i64(5))
+	local := writeModel(t, dir, "local", nil, tensor(t, "w", safetensors.F32, []int64{2}, []float64{4, 6}), i64(1005))
+	out := filepath.Join(dir, "update")
+	st, err := Update(context.Background(), Config{ClipNorm: 100, NoiseMultiplier: 0.01}, global, local, out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Norm != 5 {
+		t.Errorf("norm = %v, want 5 (the integer tensor takes no part)", st.Norm)
+	}
+	f, err := safetensors.Open(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	ti, ok := f.Header.Tensor("bn.num_batches_tracked")
+	if !ok || ti.DType != safetensors.I64 {
+		t.Fatalf("integer tensor in the update: %+v, %v", ti, ok)
+	}
+	raw, err := io.ReadAll(f.Section(ti))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(raw, make([]byte, 8)) {
+		t.Errorf("integer tensor update = %x, want zero", raw)
+	}
+	w, err := f.Floats("w")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if math.Abs(w[0]-3) > 5 || math.Abs(w[1]-4) > 5 || (w[0] == 3 && w[1] == 4) {
+		t.Errorf("float update = %v, want (3, 4) plus noise", w)
+	}
+}
+
 func TestUpdateRefusesMismatches(t *testing.T) {
 	t.Parallel()
 	f32 := func(name string, shape ...int64) safetensors.Tensor {
@@ -318,10 +366,9 @@ func TestUpdateRefusesMismatches(t *testing.T) {
 			[]string{`tensor "a" is F64 in the trained weights, F32 in the global model`}},
 		{"every problem named", []safetensors.Tensor{f32("a", 2), f32("b", 1)}, []safetensors.Tensor{f32("a", 1), f32("c", 1)}, ErrMismatch,
 			[]string{`"a" has shape`, `"b" is in the global model`, `"c" is in the trained weights`}},
-		{"integer tensor",
-			[]safetensors.Tensor{{Name: "steps", DType: safetensors.I64, Shape: []int64{}, Data: make([]byte, 8)}},
-			[]safetensors.Tensor{{Name: "steps", DType: safetensors.I64, Shape: []int64{}, Data: make([]byte, 8)}},
-			ErrUnsupportedDType, []string{`tensor "steps" is I64`}},
+		{"integer dtype", []safetensors.Tensor{{Name: "steps", DType: safetensors.I64, Shape: []int64{}, Data: make([]byte, 8)}},
+			[]safetensors.Tensor{{Name: "steps", DType: safetensors.I32, Shape: []int64{}, Data: make([]byte, 4)}}, ErrMismatch,
+			[]string{`tensor "steps" is I32 in the trained weights, I64 in the global model`}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
