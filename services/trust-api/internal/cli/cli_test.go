@@ -3,6 +3,7 @@ package cli
 import (
 	"bytes"
 	"context"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -10,7 +11,6 @@ import (
 	"time"
 
 	"github.com/go-chi/chi/v5"
-	"net/http/httptest"
 
 	"github.com/flip-trust/node/services/trust-api/internal/egress"
 	"github.com/flip-trust/node/shared/ledger"
