@@ -5,6 +5,9 @@
 // Exit codes: 0 clean shutdown, 1 error (every configuration problem is
 // listed), 2 the hub identifies this host as another trust than
 // EXPECTED_TRUST_ID (the wrong kit is deployed here).
+//
+// `trust-api audit ...` and `trust-api review ...` are operator commands
+// (internal/cli): audit ledger checks and the airlock's reviewer client.
 package main
 
 import (
@@ -14,11 +17,13 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
 
 	"github.com/flip-trust/node/services/trust-api/internal/app"
+	"github.com/flip-trust/node/services/trust-api/internal/cli"
 	"github.com/flip-trust/node/services/trust-api/internal/config"
 	"github.com/flip-trust/node/services/trust-api/internal/hub"
 	"github.com/flip-trust/node/shared/httpx"
@@ -32,6 +37,11 @@ var version = "0.1.0-dev"
 func main() { os.Exit(run()) }
 
 func run() int {
+	if len(os.Args) > 1 && slices.Contains(cli.Commands, os.Args[1]) {
+		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		defer stop()
+		return cli.Run(ctx, os.Args[1:], cli.Env{Stdout: os.Stdout, Stderr: os.Stderr, Getenv: os.Getenv})
+	}
 	fs := flag.NewFlagSet("trust-api", flag.ContinueOnError)
 	probe := httpx.HealthFlag(fs)
 	if err := fs.Parse(os.Args[1:]); err != nil {

@@ -1,6 +1,8 @@
 // Package app is trust-api's composition root: it builds the journal, the
-// hub client, the task executor, delivery, the task engine, the health
-// collector and the HTTP server (/health, /ready, /metrics) from a Config,
+// audit ledger and the egress gate, the hub client, the task executor,
+// delivery, the task engine, the health collector, the HTTP server (/health,
+// /ready, /metrics and the mesh egress API for fl-client) and, when a
+// reviewer key is set, the local reviewer API from a Config,
 // and runs them together until the context ends or the hub names another
 // trust than EXPECTED_TRUST_ID.
 package app
@@ -20,6 +22,7 @@ import (
 
 	"github.com/flip-trust/node/services/trust-api/internal/config"
 	"github.com/flip-trust/node/services/trust-api/internal/delivery"
+	"github.com/flip-trust/node/services/trust-api/internal/egress"
 	"github.com/flip-trust/node/services/trust-api/internal/health"
 	"github.com/flip-trust/node/services/trust-api/internal/hub"
 	"github.com/flip-trust/node/services/trust-api/internal/journal"
@@ -27,8 +30,15 @@ import (
 	"github.com/flip-trust/node/services/trust-api/internal/tasks"
 	"github.com/flip-trust/node/shared/envelope"
 	"github.com/flip-trust/node/shared/httpx"
+	"github.com/flip-trust/node/shared/ledger"
 	"github.com/flip-trust/node/shared/mesh"
 )
+
+// FLClient is the mesh caller admitted on the egress API.
+const FLClient = "fl-client"
+
+// maxBody admits a 16 MiB egress item in base64 on the main server.
+const maxBody = 24 << 20
 
 // Issuer is the name trust-api signs its mesh tokens with.
 const Issuer = "trust-api"
@@ -38,6 +48,7 @@ const (
 	taskPoller      = "task_poller"
 	healthCollector = "health_collector"
 	resultDelivery  = "result_delivery"
+	egressExpiry    = "egress_expiry"
 )
 
 // App is a wired trust-api.
@@ -46,6 +57,9 @@ type App struct {
 	logger    *slog.Logger
 	version   string
 	journal   *journal.Journal
+	ledger    *ledger.Ledger
+	gate      *egress.Gate
+	review    *httpx.Server // nil when the reviewer API is off
 	hub       *hub.Client
 	deliverer *delivery.Deliverer
 	runner    *runner.Runner
@@ -59,7 +73,9 @@ type App struct {
 // FLIP_RELEASE is unset. reg receives the service's metrics and is served
 // on /metrics. The caller must Run or Close the App.
 func New(cfg config.Config, logger *slog.Logger, reg *prometheus.Registry, build string) (*App, error) {
-	return newApp(cfg, logger, reg, build, httpx.DefaultConfig(cfg.Addr))
+	srv := httpx.DefaultConfig(cfg.Addr)
+	srv.MaxBodyBytes = maxBody
+	return newApp(cfg, logger, reg, build, srv)
 }
 
 func newApp(cfg config.Config, logger *slog.Logger, reg *prometheus.Registry, build string, srvCfg httpx.Config) (*App, error) {
@@ -78,13 +94,26 @@ func newApp(cfg config.Config, logger *slog.Logger, reg *prometheus.Registry, bu
 		return nil, err
 	}
 	a := &App{cfg: cfg, logger: logger, version: cfg.Version(build), journal: j, live: &health.Liveness{}}
+	if a.ledger, err = ledger.Open(cfg.AuditLedgerDir, ledger.Options{}); err != nil {
+		_ = j.Close()
+		return nil, fmt.Errorf("audit ledger: %w", err)
+	}
+	a.gate, err = egress.Open(cfg.EgressPath(), a.ledger, egress.Options{
+		Policy: cfg.EgressReview, Expiry: cfg.EgressReviewExpiry,
+		OnDecision: func(it egress.Item) { a.deliverer.Resume(it.TaskID) },
+	})
+	if err != nil {
+		_ = a.ledger.Close()
+		_ = j.Close()
+		return nil, err
+	}
 
 	if !cfg.InternalKeyUsable() {
 		logger.Error(fmt.Sprintf("TRUST_INTERNAL_SERVICE_KEY is unset or shorter than %d bytes: every call to data-access-api and imaging-api will fail", mesh.MinKeyBytes))
 	}
 	metrics, err := runner.NewMetrics(reg, j)
 	if err != nil {
-		_ = j.Close()
+		_ = a.Close()
 		return nil, err
 	}
 
@@ -104,7 +133,7 @@ func newApp(cfg config.Config, logger *slog.Logger, reg *prometheus.Registry, bu
 
 	a.deliverer = delivery.New(j, a.hub, delivery.Options{
 		BackoffMin: cfg.BackoffMin, BackoffMax: cfg.BackoffMax, Concurrency: cfg.DeliveryConcurrency,
-		Retries: metrics.DeliveryRetries,
+		Retries: metrics.DeliveryRetries, Gate: a.gate,
 	}, logger)
 
 	a.collector = health.NewCollector(health.Options{
@@ -116,6 +145,18 @@ func newApp(cfg config.Config, logger *slog.Logger, reg *prometheus.Registry, bu
 
 	a.server = httpx.NewServer(srvCfg, logger, reg, health.Handler(a.version, a.live, a.hub.Status().Current))
 	a.server.SetReady(false, "hub not contacted yet")
+	verifier := mesh.NewVerifier(Issuer, []byte(cfg.InternalKey), cfg.InternalKeyHeader, logger)
+	egress.MeshRoutes(a.server.Router(), a.gate, verifier.Require(FLClient))
+
+	if cfg.ReviewerKey == "" {
+		logger.Warn("EGRESS_REVIEWER_KEY is unset: the reviewer API is off; held egress items can only expire",
+			"held_channels", cfg.EgressReview.String())
+	} else {
+		rc := httpx.DefaultConfig(cfg.ReviewAddr)
+		rc.DrainDelay = 0
+		a.review = httpx.NewServer(rc, logger.With("listener", "egress_review"), reg, nil)
+		egress.ReviewRoutes(a.review.Router(), a.gate, cfg.ReviewerKey)
+	}
 
 	a.runner = runner.New(j, a.hub, exec, a.deliverer, runner.Options{
 		PollInterval: cfg.PollInterval, HeartbeatInterval: cfg.HeartbeatInterval, Workers: cfg.TaskWorkers,
@@ -130,6 +171,15 @@ func newApp(cfg config.Config, logger *slog.Logger, reg *prometheus.Registry, bu
 // Addr binds the HTTP listener (if not yet bound) and returns its address.
 func (a *App) Addr() (net.Addr, error) { return a.server.Listen() }
 
+// ReviewAddr binds the reviewer API's listener and returns its address; nil
+// when the reviewer API is off.
+func (a *App) ReviewAddr() (net.Addr, error) {
+	if a.review == nil {
+		return nil, nil
+	}
+	return a.review.Listen()
+}
+
 // Run runs every component until ctx ends (nil), a component fails, or the
 // hub names another trust (a *hub.IdentityMismatchError). It closes the
 // journal before returning.
@@ -137,6 +187,11 @@ func (a *App) Run(ctx context.Context) error {
 	defer a.Close()
 	if _, err := a.server.Listen(); err != nil {
 		return err
+	}
+	if a.review != nil {
+		if _, err := a.review.Listen(); err != nil {
+			return fmt.Errorf("reviewer API: %w", err)
+		}
 	}
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
@@ -166,7 +221,18 @@ func (a *App) Run(ctx context.Context) error {
 	background(taskPoller, a.runner.Run)
 	background(resultDelivery, a.deliverer.Run)
 	background(healthCollector, a.collector.Run)
-	var srvErr error
+	background(egressExpiry, func(ctx context.Context) error {
+		return a.gate.Run(ctx, func(err error) { a.logger.Error("egress expiry failed", "error", err.Error()) })
+	})
+	var srvErr, reviewErr error
+	if a.review != nil {
+		wg.Go(func() {
+			if err := a.review.Run(ctx); err != nil {
+				reviewErr = fmt.Errorf("reviewer API: %w", err)
+				cancel(reviewErr)
+			}
+		})
+	}
 	wg.Go(func() {
 		if err := a.server.Run(ctx); err != nil {
 			srvErr = err
@@ -179,12 +245,15 @@ func (a *App) Run(ctx context.Context) error {
 	if cause := context.Cause(ctx); cause != nil && !errors.Is(cause, context.Canceled) {
 		return cause
 	}
-	return srvErr
+	return errors.Join(srvErr, reviewErr)
 }
 
-// Close releases the journal; Run calls it. It is safe to call more than once.
+// Close releases the journal, the egress gate and the ledger; Run calls it.
+// It is safe to call more than once.
 func (a *App) Close() error {
 	var err error
-	a.closeOnce.Do(func() { err = a.journal.Close() })
+	a.closeOnce.Do(func() {
+		err = errors.Join(a.gate.Close(), a.ledger.Close(), a.journal.Close())
+	})
 	return err
 }

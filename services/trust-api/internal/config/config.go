@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/flip-trust/node/services/trust-api/internal/egress"
 	sharedcfg "github.com/flip-trust/node/shared/config"
 	"github.com/flip-trust/node/shared/envelope"
 	"github.com/flip-trust/node/shared/hubapi"
@@ -23,6 +24,12 @@ import (
 
 // JournalFile is the journal's file name inside DataDir.
 const JournalFile = "journal.db"
+
+// EgressFile is the egress gate's file name inside DataDir.
+const EgressFile = "egress.db"
+
+// DefaultReviewAddr is the reviewer API's default listen address.
+const DefaultReviewAddr = "127.0.0.1:8021"
 
 // Config is trust-api's configuration.
 type Config struct {
@@ -65,6 +72,21 @@ type Config struct {
 	BackoffMin          time.Duration
 	BackoffMax          time.Duration
 	JournalRetention    time.Duration
+
+	// EgressReview is the review mode per egress channel (EGRESS_REVIEW,
+	// "channel=mode,..."; unnamed channels are released).
+	EgressReview egress.Policy
+	// EgressReviewExpiry is how long an item stays held (EGRESS_REVIEW_EXPIRY, 72h).
+	EgressReviewExpiry time.Duration
+	// AuditLedgerDir holds the audit ledger (AUDIT_LEDGER_DIR, <data dir>/audit).
+	AuditLedgerDir string
+	// ReviewAddr is the reviewer API's listener (EGRESS_REVIEW_ADDR).
+	ReviewAddr string
+	// ReviewAllowRemote admits a non-loopback ReviewAddr (EGRESS_REVIEW_ALLOW_REMOTE).
+	ReviewAllowRemote bool
+	// ReviewerKey authenticates reviewers (EGRESS_REVIEWER_KEY, secret);
+	// empty turns the reviewer API off.
+	ReviewerKey string
 }
 
 // Load reads the configuration through getenv and validates it. The error
@@ -109,6 +131,24 @@ func Load(getenv func(string) string) (Config, error) {
 		JournalRetention:    time.Duration(l.Int("TRUST_API_JOURNAL_RETENTION_DAYS", 30)) * 24 * time.Hour,
 	}
 	c.HeartbeatInterval = l.Seconds("HEARTBEAT_INTERVAL_SECONDS", c.PollInterval)
+	c.AuditLedgerDir = l.String("AUDIT_LEDGER_DIR", filepath.Join(c.DataDir, "audit"))
+	c.ReviewAddr = l.String("EGRESS_REVIEW_ADDR", DefaultReviewAddr)
+	c.ReviewAllowRemote = l.Bool("EGRESS_REVIEW_ALLOW_REMOTE", false)
+	c.ReviewerKey = l.Secret("EGRESS_REVIEWER_KEY", false)
+	c.EgressReviewExpiry = 72 * time.Hour
+	if v := strings.TrimSpace(getenv("EGRESS_REVIEW_EXPIRY")); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			l.Problem("EGRESS_REVIEW_EXPIRY: %q is not a duration (e.g. 72h)", v)
+		} else {
+			c.EgressReviewExpiry = d
+		}
+	}
+	if p, err := egress.ParsePolicy(getenv("EGRESS_REVIEW")); err != nil {
+		l.Problem("EGRESS_REVIEW: %v", err)
+	} else {
+		c.EgressReview = p
+	}
 	mode, err := mesh.ParseAuthMode(getenv("TRUST_INTERNAL_AUTH"))
 	if err != nil {
 		l.Problem("TRUST_INTERNAL_AUTH: %q is not one of jwt, key", strings.TrimSpace(getenv("TRUST_INTERNAL_AUTH")))
@@ -213,8 +253,45 @@ func (c Config) validate(requiredToo bool) error {
 	if c.DataDir == "" {
 		add("TRUST_API_DATA_DIR must not be empty")
 	}
+	if c.AuditLedgerDir == "" {
+		add("AUDIT_LEDGER_DIR must not be empty")
+	}
+	if c.EgressReviewExpiry <= 0 {
+		add("EGRESS_REVIEW_EXPIRY must be greater than zero")
+	}
+	if c.ReviewerKey != "" && len(c.ReviewerKey) < mesh.MinKeyBytes {
+		add("EGRESS_REVIEWER_KEY must be at least %d bytes", mesh.MinKeyBytes)
+	}
+	if err := CheckReviewAddr(c.ReviewAddr, c.ReviewAllowRemote); err != nil {
+		add("EGRESS_REVIEW_ADDR: %v", err)
+	}
 	return errors.Join(errs...)
 }
+
+// CheckReviewAddr checks the reviewer API's address: host:port with a
+// loopback host (an IP or localhost) unless allowRemote.
+func CheckReviewAddr(addr string, allowRemote bool) error {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("%q is not host:port", addr)
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+		return fmt.Errorf("%q has no valid port", addr)
+	}
+	if allowRemote {
+		return nil
+	}
+	if host == "localhost" {
+		return nil
+	}
+	if ip := net.ParseIP(host); ip == nil || !ip.IsLoopback() {
+		return fmt.Errorf("%q is not a loopback address; the reviewer API is local only (set EGRESS_REVIEW_ALLOW_REMOTE=true to override)", addr)
+	}
+	return nil
+}
+
+// EgressPath is the egress gate's file.
+func (c Config) EgressPath() string { return filepath.Join(c.DataDir, EgressFile) }
 
 // validHeaderName reports whether h is an RFC 9110 token.
 func validHeaderName(h string) bool {
@@ -279,6 +356,12 @@ func (c Config) Safe() map[string]any {
 		"DELIVERY_BACKOFF_MIN_SECONDS":      c.BackoffMin.Seconds(),
 		"DELIVERY_BACKOFF_MAX_SECONDS":      c.BackoffMax.Seconds(),
 		"TRUST_API_JOURNAL_RETENTION_DAYS":  int(c.JournalRetention / (24 * time.Hour)),
+		"EGRESS_REVIEW":                     c.EgressReview.String(),
+		"EGRESS_REVIEW_EXPIRY":              c.EgressReviewExpiry.String(),
+		"AUDIT_LEDGER_DIR":                  c.AuditLedgerDir,
+		"EGRESS_REVIEW_ADDR":                c.ReviewAddr,
+		"EGRESS_REVIEW_ALLOW_REMOTE":        c.ReviewAllowRemote,
+		"EGRESS_REVIEWER_KEY":               sharedcfg.Redact(c.ReviewerKey),
 	}
 }
 

@@ -54,6 +54,11 @@ func TestDefaults(t *testing.T) {
 		{"delivery concurrency", c.DeliveryConcurrency, 8},
 		{"backoff", [2]time.Duration{c.BackoffMin, c.BackoffMax}, [2]time.Duration{time.Second, time.Minute}},
 		{"env", c.Env, "development"},
+		{"ledger dir", c.AuditLedgerDir, "/var/lib/trust-api/audit"},
+		{"review addr", c.ReviewAddr, "127.0.0.1:8021"},
+		{"review expiry", c.EgressReviewExpiry, 72 * time.Hour},
+		{"review policy", c.EgressReview.String(), ""},
+		{"reviewer key", c.ReviewerKey, ""},
 	}
 	for _, tc := range checks {
 		t.Run(tc.name, func(t *testing.T) {
@@ -148,5 +153,44 @@ func TestSafeRedacts(t *testing.T) {
 	}
 	if !strings.Contains(text, "hub.example.org/api") {
 		t.Fatalf("Safe() lost the hub URL: %s", text)
+	}
+}
+
+func TestEgressSettings(t *testing.T) {
+	t.Parallel()
+	m := minimal()
+	m["EGRESS_REVIEW"] = "cohort_results=hold,fl_weights=refuse"
+	m["EGRESS_REVIEW_EXPIRY"] = "90m"
+	m["AUDIT_LEDGER_DIR"] = "/srv/audit"
+	m["EGRESS_REVIEWER_KEY"] = strings.Repeat("r", 32)
+	m["EGRESS_REVIEW_ADDR"] = "[::1]:9000"
+	c, err := Load(env(m))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.EgressReview.String() != "cohort_results=hold,fl_weights=refuse" || c.EgressReviewExpiry != 90*time.Minute ||
+		c.AuditLedgerDir != "/srv/audit" || c.ReviewAddr != "[::1]:9000" {
+		t.Fatalf("config = %+v", c)
+	}
+	if got := c.Safe()["EGRESS_REVIEWER_KEY"]; got == m["EGRESS_REVIEWER_KEY"] {
+		t.Fatal("Safe shows the reviewer key")
+	}
+
+	bad := minimal()
+	bad["EGRESS_REVIEW"] = "cohort_results=later"
+	bad["EGRESS_REVIEW_EXPIRY"] = "soon"
+	bad["EGRESS_REVIEWER_KEY"] = "short"
+	bad["EGRESS_REVIEW_ADDR"] = "0.0.0.0:8021"
+	_, err = Load(env(bad))
+	for _, want := range []string{"EGRESS_REVIEW:", "EGRESS_REVIEW_EXPIRY", "EGRESS_REVIEWER_KEY", "EGRESS_REVIEW_ADDR"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("error %v does not name %s", err, want)
+		}
+	}
+	bad = minimal()
+	bad["EGRESS_REVIEW_ADDR"] = "0.0.0.0:8021"
+	bad["EGRESS_REVIEW_ALLOW_REMOTE"] = "true"
+	if _, err := Load(env(bad)); err != nil {
+		t.Fatalf("remote review addr with EGRESS_REVIEW_ALLOW_REMOTE: %v", err)
 	}
 }

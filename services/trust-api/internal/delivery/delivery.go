@@ -12,6 +12,15 @@
 // result) ends an entry without acknowledgement, and it is recorded as
 // rejected with its code. All state lives in the journal, so a restart
 // resumes where delivery stopped.
+//
+// Before any body is posted it passes the egress gate (Options.Gate): a
+// released body has been written to the audit ledger and is posted byte for
+// byte as ledgered; a held body waits, without counting as a failed
+// attempt, until the gate reports a decision (Resume) or a periodic
+// re-check; a body that will never leave (rejected by a reviewer, expired,
+// refused by policy) is replaced by a failure notice that carries the
+// gate's reason to the hub, with FLIP's cohort error envelope for a cohort
+// query.
 package delivery
 
 import (
@@ -27,20 +36,34 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/flip-trust/node/services/trust-api/internal/egress"
 	"github.com/flip-trust/node/services/trust-api/internal/hub"
 	"github.com/flip-trust/node/services/trust-api/internal/journal"
 	"github.com/flip-trust/node/shared/hubapi"
+	"github.com/flip-trust/node/shared/ledger"
 )
 
 // Poster is the part of the hub client delivery uses. Implementations must
 // be safe for concurrent use and return *hub.StatusError for HTTP answers
 // outside 2xx.
 type Poster interface {
-	PostResult(ctx context.Context, taskID string, res hubapi.TaskResult) error
+	PostResultBody(ctx context.Context, taskID string, body []byte) error
 	PostCohortResults(ctx context.Context, body json.RawMessage) error
 }
 
-var _ Poster = (*hub.Client)(nil)
+// Gate is the egress gate every body passes before it is posted. Submit
+// must be safe for concurrent use and idempotent for the same bytes.
+type Gate interface {
+	Submit(r egress.Request) (egress.Item, error)
+}
+
+var (
+	_ Poster = (*hub.Client)(nil)
+	_ Gate   = (*egress.Gate)(nil)
+)
+
+// errHeld ends an attempt whose body waits for a reviewer.
+var errHeld = errors.New("held for egress review")
 
 // Options tune a Deliverer.
 type Options struct {
@@ -53,6 +76,11 @@ type Options struct {
 	Concurrency int
 	// Retries counts failed delivery attempts; may be nil.
 	Retries prometheus.Counter
+	// Gate is the egress gate; nil posts without one (tests only).
+	Gate Gate
+	// HeldRecheck is how often an entry waiting for review is looked at
+	// again without a Resume (1 min).
+	HeldRecheck time.Duration
 	// Now and Jitter replace time.Now and rand.Float64 in tests.
 	Now    func() time.Time
 	Jitter func() float64
@@ -66,6 +94,9 @@ type Deliverer struct {
 	opts   Options
 	logger *slog.Logger
 	wake   chan struct{}
+
+	resumeMu sync.Mutex
+	resumed  map[string]bool // entries whose held body was decided
 
 	// owned by the Run goroutine
 	retry     map[string]*retryState
@@ -82,6 +113,7 @@ type attempt struct {
 type retryState struct {
 	attempts int
 	next     time.Time
+	held     bool // waiting for egress review, not for the hub
 }
 
 // New returns a Deliverer.
@@ -104,8 +136,20 @@ func New(j *journal.Journal, p Poster, opts Options, logger *slog.Logger) *Deliv
 	if opts.Concurrency <= 0 {
 		opts.Concurrency = 8
 	}
+	if opts.HeldRecheck <= 0 {
+		opts.HeldRecheck = time.Minute
+	}
 	return &Deliverer{j: j, hub: p, opts: opts, logger: logger, wake: make(chan struct{}, 1),
-		retry: map[string]*retryState{}, inflight: map[string]bool{}}
+		retry: map[string]*retryState{}, inflight: map[string]bool{}, resumed: map[string]bool{}}
+}
+
+// Resume tells the loop that the held body of task id was decided, so its
+// entry is attempted now; it never blocks.
+func (d *Deliverer) Resume(id string) {
+	d.resumeMu.Lock()
+	d.resumed[id] = true
+	d.resumeMu.Unlock()
+	d.Notify()
 }
 
 // Notify tells the loop that an outcome was recorded; it never blocks.
@@ -166,6 +210,14 @@ func (d *Deliverer) Run(ctx context.Context) error {
 // waits on a timer; a freed slot and an ending attempt wake the loop).
 func (d *Deliverer) round(ctx context.Context, wg *sync.WaitGroup, slots chan struct{}, done chan<- attempt) time.Time {
 	now := d.opts.Now()
+	d.resumeMu.Lock()
+	for id := range d.resumed {
+		if st := d.retry[id]; st != nil && st.held {
+			delete(d.retry, id)
+		}
+	}
+	clear(d.resumed)
+	d.resumeMu.Unlock()
 	if now.Before(d.holdUntil) {
 		return d.holdUntil
 	}
@@ -230,7 +282,7 @@ func (d *Deliverer) attempt(ctx context.Context, id string, release func()) erro
 		return nil // settled meanwhile
 	}
 	err = d.deliver(ctx, e, release)
-	if err != nil && ctx.Err() == nil {
+	if err != nil && ctx.Err() == nil && !errors.Is(err, errHeld) {
 		if _, jerr := d.j.NoteAttempt(id); jerr != nil {
 			d.logger.Error("delivery cannot update the journal", "task_id", id, "error", jerr.Error())
 		}
@@ -253,7 +305,14 @@ func (d *Deliverer) settle(ctx context.Context, a attempt) {
 	if ctx.Err() != nil {
 		return
 	}
-	if st == nil {
+	if errors.Is(a.err, errHeld) {
+		if st == nil || !st.held {
+			d.logger.Info("Result for task "+a.id+" held for egress review", "task_id", a.id)
+		}
+		d.retry[a.id] = &retryState{held: true, next: d.opts.Now().Add(d.opts.HeldRecheck)}
+		return
+	}
+	if st == nil || st.held {
 		st = &retryState{}
 		d.retry[a.id] = st
 	}
@@ -327,7 +386,19 @@ func (d *Deliverer) deliver(ctx context.Context, e journal.Entry, release func()
 		return fmt.Errorf("journal entry %s has no outcome", e.ID)
 	}
 	if len(e.Outcome.CohortResults) > 0 && !e.Outcome.CohortDone {
-		err := d.hub.PostCohortResults(ctx, e.Outcome.CohortResults)
+		it, err := d.clear(e, egress.CohortResults, ledger.KindCohortResults, e.Outcome.CohortResults)
+		switch {
+		case err != nil:
+			return err
+		case it.Final():
+			if e, err = d.stopped(e, it); err != nil {
+				return err
+			}
+			return d.deliver(ctx, e, release)
+		case !it.Leaves():
+			return errHeld
+		}
+		err = d.hub.PostCohortResults(ctx, e.Outcome.CohortResults)
 		var se *hub.StatusError
 		switch {
 		case err == nil:
@@ -345,7 +416,23 @@ func (d *Deliverer) deliver(ctx context.Context, e journal.Entry, release func()
 			return err
 		}
 	}
-	err := d.hub.PostResult(ctx, e.ID, hubapi.TaskResult{Success: e.Outcome.Success, Result: e.Outcome.Result})
+	body, err := json.Marshal(hubapi.TaskResult{Success: e.Outcome.Success, Result: e.Outcome.Result})
+	if err != nil {
+		return fmt.Errorf("encode result: %w", err)
+	}
+	it, err := d.clear(e, resultChannel(e.TaskType), e.TaskType, body)
+	switch {
+	case err != nil:
+		return err
+	case it.Final():
+		if e, err = d.stopped(e, it); err != nil {
+			return err
+		}
+		return d.deliver(ctx, e, release)
+	case !it.Leaves():
+		return errHeld
+	}
+	err = d.hub.PostResultBody(ctx, e.ID, body)
 	var se *hub.StatusError
 	switch {
 	case err == nil:
@@ -398,5 +485,63 @@ func (d *Deliverer) cohortRefused(e journal.Entry, se *hub.StatusError) (journal
 		out.Result = &failed
 	}
 	out.CohortDone = true
+	return d.j.ReplaceOutcome(e.ID, out)
+}
+
+// resultChannel is the egress channel of a task type's result post.
+func resultChannel(taskType string) egress.Channel {
+	if taskType == string(hubapi.GetImagingStatus) {
+		return egress.ImagingStatus
+	}
+	return egress.TaskResult
+}
+
+// clear submits body to the gate; without a gate everything leaves.
+func (d *Deliverer) clear(e journal.Entry, ch egress.Channel, kind string, body []byte) (egress.Item, error) {
+	if d.opts.Gate == nil {
+		return egress.Item{State: egress.Released}, nil
+	}
+	it, err := d.opts.Gate.Submit(egress.Request{
+		Channel: ch, TaskID: e.ID, Project: e.Outcome.Project, Kind: kind, Content: body,
+		Notice: e.Outcome.EgressNotice,
+	})
+	if err != nil {
+		return egress.Item{}, fmt.Errorf("egress gate: %w", err)
+	}
+	return it, nil
+}
+
+// stopped replaces the outcome of an entry whose body will not leave with
+// a failure notice carrying the gate's reason; a pending cohort-results body
+// becomes FLIP's cohort error envelope with the same reason.
+func (d *Deliverer) stopped(e journal.Entry, it egress.Item) (journal.Entry, error) {
+	reason := it.Reason
+	if it.State == egress.Rejected {
+		reason = "rejected by egress review: " + it.Reason
+	}
+	d.logger.Warn(fmt.Sprintf("Egress of task %s stopped: %s", e.ID, it.State), "task_id", e.ID,
+		"channel", string(it.Channel), "egress_item", it.ID, "egress_state", string(it.State))
+	failed := hubapi.TaskErrorResult(reason, nil)
+	out := journal.Outcome{Result: &failed, Project: e.Outcome.Project, EgressNotice: true, CohortDone: e.Outcome.CohortDone}
+	if len(e.Outcome.CohortResults) > 0 && !e.Outcome.CohortDone {
+		var body struct {
+			QueryID string `json:"query_id"`
+			TrustID string `json:"trust_id"`
+			Created string `json:"created"`
+		}
+		_ = json.Unmarshal(e.Outcome.CohortResults, &body)
+		if body.QueryID != "" && body.TrustID != "" {
+			created := body.Created
+			if created == "" {
+				created = d.opts.Now().UTC().Format("2006-01-02")
+			}
+			out.CohortResults, _ = json.Marshal(hubapi.CohortResults{
+				QueryID: body.QueryID, TrustID: body.TrustID, Created: created,
+				Data: []hubapi.CohortStat{}, Error: &reason,
+			})
+		} else {
+			out.CohortDone = true
+		}
+	}
 	return d.j.ReplaceOutcome(e.ID, out)
 }

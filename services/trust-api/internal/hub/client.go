@@ -228,7 +228,16 @@ func (c *Client) PostResult(ctx context.Context, taskID string, res hubapi.TaskR
 	if err != nil {
 		return fmt.Errorf("hub result: encode: %w", err)
 	}
-	_, err = c.do(ctx, "result", http.MethodPost, hubapi.PathResult(taskID), body)
+	return c.PostResultBody(ctx, taskID, body)
+}
+
+// PostResultBody posts body, an encoded hubapi.TaskResult, byte for byte:
+// delivery ledgers exactly these bytes before it sends them.
+func (c *Client) PostResultBody(ctx context.Context, taskID string, body []byte) error {
+	if !hubapi.ValidTaskID(taskID) {
+		return fmt.Errorf("hub result: task id is not a UUID")
+	}
+	_, err := c.do(ctx, "result", http.MethodPost, hubapi.PathResult(taskID), body)
 	return err
 }
 

@@ -79,6 +79,13 @@ type Outcome struct {
 	CohortResults json.RawMessage `json:"cohort_results,omitempty"`
 	// CohortDone is set once CohortResults was accepted (or given up on).
 	CohortDone bool `json:"cohort_done,omitempty"`
+	// Project is the task's project id where the payload names one, for
+	// the audit ledger.
+	Project string `json:"project,omitempty"`
+	// EgressNotice marks an outcome the egress gate put in place of one it
+	// did not let leave (rejected, expired or refused): it reports the
+	// failure to the hub and is itself released without review.
+	EgressNotice bool `json:"egress_notice,omitempty"`
 }
 
 // Entry is one task's journal record.

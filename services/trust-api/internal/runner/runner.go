@@ -382,12 +382,12 @@ func toJournal(out tasks.Outcome) journal.Outcome {
 	if out.Success {
 		if out.Result != nil && len(*out.Result) > hubapi.MaxResultLength {
 			msg := hubapi.TaskErrorResult(fmt.Sprintf("Result exceeds the hub's limit of %d characters", hubapi.MaxResultLength), nil)
-			return journal.Outcome{Result: &msg}
+			return journal.Outcome{Result: &msg, Project: out.Project}
 		}
-		return journal.Outcome{Success: true, Result: out.Result, CohortResults: out.CohortResults}
+		return journal.Outcome{Success: true, Result: out.Result, CohortResults: out.CohortResults, Project: out.Project}
 	}
 	msg := hubapi.TaskErrorResult(out.Err, out.StatusCode)
-	return journal.Outcome{Result: &msg, StatusCode: out.StatusCode, CohortResults: out.CohortResults}
+	return journal.Outcome{Result: &msg, StatusCode: out.StatusCode, CohortResults: out.CohortResults, Project: out.Project}
 }
 
 func (r *Runner) pruneLoop(ctx context.Context) {

@@ -32,6 +32,9 @@ type Outcome struct {
 	// CohortResults is a body for POST /cohort/results, posted to the hub
 	// before the result; nil when there is none.
 	CohortResults json.RawMessage
+	// Project is the project id the payload names (project_id, or the
+	// opened encrypted_project_id), recorded in the audit ledger.
+	Project string
 }
 
 // failure builds a failed Outcome.
@@ -138,5 +141,25 @@ func (e *Executor) Execute(ctx context.Context, id string, t hubapi.TaskType, se
 		return failure("Invalid payload: payload is not a JSON object")
 	}
 	e.logger.Info("Processing task "+id+" (type="+string(t)+")", "task_id", id, "task_type", string(t))
-	return h(ctx, payload, plain)
+	out := h(ctx, payload, plain)
+	out.Project = e.project(payload)
+	return out
+}
+
+// project is the payload's project id for the audit ledger: project_id in
+// clear when it is a UUID, else the opened encrypted_project_id; "" when
+// neither is there.
+func (e *Executor) project(p map[string]json.RawMessage) string {
+	if id, ok := str(p, "project_id"); ok && hubapi.ValidTaskID(id) {
+		return id
+	}
+	sealed, ok := str(p, "encrypted_project_id")
+	if !ok || sealed == "" {
+		return ""
+	}
+	plain, err := e.opener.Open(sealed, envelope.ProjectIDContext)
+	if err != nil || !hubapi.ValidTaskID(string(plain)) {
+		return ""
+	}
+	return string(plain)
 }

@@ -1,0 +1,298 @@
+package egress
+
+import (
+	"errors"
+	"fmt"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/flip-trust/node/shared/ledger"
+)
+
+type env struct {
+	dir   string
+	now   time.Time
+	mu    sync.Mutex
+	ids   int
+	led   *ledger.Ledger
+	gate  *Gate
+	saw   []Item
+	clock func() time.Time
+}
+
+func newEnv(t *testing.T, policy Policy) *env {
+	t.Helper()
+	e := &env{dir: t.TempDir(), now: time.Date(2026, 3, 1, 9, 0, 0, 0, time.UTC)}
+	e.open(t, policy)
+	t.Cleanup(func() { e.close() })
+	return e
+}
+
+func (e *env) open(t *testing.T, policy Policy) {
+	t.Helper()
+	led, err := ledger.Open(filepath.Join(e.dir, "audit"), ledger.Options{Now: e.time})
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, err := Open(filepath.Join(e.dir, "egress.db"), led, Options{
+		Policy: policy, Expiry: time.Hour, Now: e.time,
+		NewID: func() string {
+			e.mu.Lock()
+			defer e.mu.Unlock()
+			e.ids++
+			return fmt.Sprintf("item-%d", e.ids)
+		},
+		OnDecision: func(it Item) {
+			e.mu.Lock()
+			defer e.mu.Unlock()
+			e.saw = append(e.saw, it)
+		},
+	})
+	if err != nil {
+		_ = led.Close()
+		t.Fatal(err)
+	}
+	e.led, e.gate = led, g
+}
+
+// restart closes and reopens everything, as a new trust-api process would.
+func (e *env) restart(t *testing.T, policy Policy) {
+	t.Helper()
+	e.close()
+	e.open(t, policy)
+}
+
+func (e *env) close() {
+	if e.gate != nil {
+		_ = e.gate.Close()
+		_ = e.led.Close()
+		e.gate = nil
+	}
+}
+
+func (e *env) time() time.Time {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.now
+}
+
+func (e *env) advance(d time.Duration) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.now = e.now.Add(d)
+}
+
+func (e *env) entries(t *testing.T) []ledger.Entry {
+	t.Helper()
+	if _, err := ledger.Verify(e.led.Dir()); err != nil {
+		t.Fatalf("ledger does not verify: %v", err)
+	}
+	out, err := ledger.Select(e.led.Dir(), ledger.Filter{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func req(ch Channel, body string) Request {
+	return Request{Channel: ch, TaskID: "task-1", Project: "proj", Content: []byte(body), Rules: []string{"floor:10"}}
+}
+
+func TestPolicy(t *testing.T) {
+	t.Parallel()
+	p, err := ParsePolicy(" cohort_results=hold, fl_weights=refuse ,task_result=release")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Mode(CohortResults) != Hold || p.Mode(FLWeights) != Refuse || p.Mode(ImagingStatus) != Release {
+		t.Fatalf("policy = %v", p)
+	}
+	if got := p.Merge(Policy{CohortResults: Refuse, FLMetrics: Hold, FLWeights: Release}).String(); got != "cohort_results=refuse,fl_metrics=hold,fl_weights=refuse" {
+		t.Fatalf("merge = %s", got)
+	}
+	if _, err := ParsePolicy("cohort_result=hold,task_result=maybe,x"); err == nil {
+		t.Fatal("bad policy accepted")
+	}
+}
+
+func TestReleaseIsLedgeredOnce(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, nil)
+	it, err := e.gate.Submit(req(TaskResult, `{"success":true,"result":null}`))
+	if err != nil || !it.Leaves() || it.Seq != 1 {
+		t.Fatalf("submit = %+v, %v", it, err)
+	}
+	again, err := e.gate.Submit(req(TaskResult, `{"success":true,"result":null}`))
+	if err != nil || again.ID != it.ID || again.Seq != 1 {
+		t.Fatalf("resubmit = %+v, %v", again, err)
+	}
+	got := e.entries(t)
+	size, sum := ledger.Digest([]byte(`{"success":true,"result":null}`))
+	if len(got) != 1 || got[0].SHA256 != sum || got[0].Size != size || got[0].Item != it.ID || got[0].Project != "proj" {
+		t.Fatalf("ledger = %+v", got)
+	}
+}
+
+func TestHoldApproveReject(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, Policy{CohortResults: Hold})
+	a, err := e.gate.Submit(req(CohortResults, `{"a":1}`))
+	if err != nil || a.State != Held || !a.HasContent {
+		t.Fatalf("submit = %+v, %v", a, err)
+	}
+	if len(e.entries(t)) != 0 {
+		t.Fatal("a held item was ledgered")
+	}
+	if c, err := e.gate.Content(a.ID); err != nil || string(c) != `{"a":1}` {
+		t.Fatalf("content = %q, %v", c, err)
+	}
+	if _, err := e.gate.Approve(a.ID, "", ""); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("approve without reviewer = %v", err)
+	}
+	a, err = e.gate.Approve(a.ID, "dr.who", "counts checked")
+	if err != nil || !a.Leaves() || a.Seq != 1 {
+		t.Fatalf("approve = %+v, %v", a, err)
+	}
+	if got := e.entries(t); len(got) != 1 || got[0].ApprovedBy != "dr.who" {
+		t.Fatalf("ledger = %+v", got)
+	}
+	if _, err := e.gate.Reject(a.ID, "x", "y"); !errors.Is(err, ErrDecided) {
+		t.Fatalf("reject after approve = %v", err)
+	}
+
+	b, _ := e.gate.Submit(req(CohortResults, `{"b":2}`))
+	b, err = e.gate.Reject(b.ID, "dr.who", "cell of 11 next to a cell of 0")
+	if err != nil || b.State != Rejected || b.Reason != "cell of 11 next to a cell of 0" {
+		t.Fatalf("reject = %+v, %v", b, err)
+	}
+	if len(e.entries(t)) != 1 {
+		t.Fatal("a rejected item was ledgered")
+	}
+	if len(e.saw) != 2 {
+		t.Fatalf("OnDecision saw %d items", len(e.saw))
+	}
+	if _, err := e.gate.Approve("nope", "x", ""); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("approve unknown = %v", err)
+	}
+}
+
+func TestRefuseAndNotice(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, Policy{TaskResult: Refuse})
+	it, err := e.gate.Submit(req(TaskResult, `{"success":true}`))
+	if err != nil || it.State != Refused || it.Reason != ReasonRefused {
+		t.Fatalf("submit = %+v, %v", it, err)
+	}
+	n := req(TaskResult, `{"success":false}`)
+	n.Notice = true
+	if it, err := e.gate.Submit(n); err != nil || !it.Leaves() {
+		t.Fatalf("notice = %+v, %v", it, err)
+	}
+	if got := e.entries(t); len(got) != 1 || got[0].Rules[len(got[0].Rules)-1] != "egress_notice" {
+		t.Fatalf("ledger = %+v", got)
+	}
+}
+
+func TestExpiry(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, Policy{CohortResults: Hold})
+	a, _ := e.gate.Submit(req(CohortResults, `{"a":1}`))
+	e.advance(30 * time.Minute)
+	b, _ := e.gate.Submit(req(CohortResults, `{"b":1}`))
+	e.advance(29 * time.Minute)
+	if got, err := e.gate.ExpireDue(); err != nil || len(got) != 0 {
+		t.Fatalf("early expiry = %v, %v", got, err)
+	}
+	e.advance(time.Minute)
+	if got, err := e.gate.ExpireDue(); err != nil || len(got) != 1 || got[0].ID != a.ID || got[0].Reason != ReasonExpired {
+		t.Fatalf("expiry = %+v, %v", got, err)
+	}
+	// A late approval expires the item instead of releasing it.
+	e.advance(30 * time.Minute)
+	if it, err := e.gate.Approve(b.ID, "late", ""); !errors.Is(err, ErrDecided) || it.State != Expired {
+		t.Fatalf("late approve = %+v, %v", it, err)
+	}
+	if len(e.entries(t)) != 0 || len(e.saw) != 2 {
+		t.Fatalf("ledger or decisions wrong: saw %d", len(e.saw))
+	}
+}
+
+var errKilled = errors.New("killed")
+
+// TestRestartAtEveryStep kills the release of an item after each step and
+// restarts the gate: the item ends released, ledgered exactly once.
+func TestRestartAtEveryStep(t *testing.T) {
+	t.Parallel()
+	for _, held := range []bool{false, true} {
+		for _, step := range []string{"stored", "ledgered", "none"} {
+			t.Run(fmt.Sprintf("held=%v/after %s", held, step), func(t *testing.T) {
+				t.Parallel()
+				policy := Policy{}
+				if held {
+					policy[CohortResults] = Hold
+				}
+				e := newEnv(t, policy)
+				e.gate.failpoint = func(s string) error {
+					if s == step {
+						return errKilled
+					}
+					return nil
+				}
+				it, err := e.gate.Submit(req(CohortResults, `{"x":1}`))
+				if held {
+					if err != nil || it.State != Held {
+						t.Fatalf("submit = %+v, %v", it, err)
+					}
+					e.restart(t, policy) // killed while held
+					e.gate.failpoint = func(s string) error {
+						if s == step {
+							return errKilled
+						}
+						return nil
+					}
+					it, err = e.gate.Approve(it.ID, "rev", "")
+				}
+				if step != "none" && !errors.Is(err, errKilled) {
+					t.Fatalf("release = %+v, %v; want it killed after %s", it, err, step)
+				}
+				e.restart(t, policy)
+				items, err := e.gate.List()
+				if err != nil || len(items) != 1 || !items[0].Leaves() || items[0].Seq != 1 {
+					t.Fatalf("after restart = %+v, %v", items, err)
+				}
+				// The caller retries: the same item, no second entry.
+				again, err := e.gate.Submit(req(CohortResults, `{"x":1}`))
+				if err != nil || again.ID != items[0].ID || !again.Leaves() {
+					t.Fatalf("retry = %+v, %v", again, err)
+				}
+				got := e.entries(t)
+				if len(got) != 1 || got[0].Item != items[0].ID {
+					t.Fatalf("ledger = %+v", got)
+				}
+				if held && got[0].ApprovedBy != "rev" {
+					t.Fatalf("approved_by = %q", got[0].ApprovedBy)
+				}
+			})
+		}
+	}
+}
+
+func TestRequestValidation(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, nil)
+	for name, r := range map[string]Request{
+		"unknown channel":   {Channel: "email", Content: []byte("x")},
+		"no content no sum": {Channel: FLWeights, Size: 10},
+		"sum mismatch":      {Channel: FLMetrics, Content: []byte("x"), SHA256: "00"},
+	} {
+		if _, err := e.gate.Submit(r); !errors.Is(err, ErrInvalid) {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+	_, sum := ledger.Digest(make([]byte, 100))
+	if it, err := e.gate.Submit(Request{Channel: FLWeights, TaskID: "job", Size: 100, SHA256: sum}); err != nil || !it.Leaves() || it.HasContent {
+		t.Fatalf("metadata-only = %+v, %v", it, err)
+	}
+}
