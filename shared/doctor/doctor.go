@@ -13,6 +13,8 @@ package doctor
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"io"
 	"strings"
@@ -144,4 +146,24 @@ func WriteLine(w io.Writer, service, name string, r Result) {
 
 func oneLine(s string) string {
 	return strings.Join(strings.Fields(s), " ")
+}
+
+// Config reports the service's configuration: PASS when it loaded, FAIL
+// listing every problem otherwise (the other checks still run with what did
+// load, so one report shows everything).
+func Config(loadErr error) Check {
+	return Check{Name: "configuration", Run: func(context.Context) Result {
+		if loadErr == nil {
+			return Pass("environment loaded and valid")
+		}
+		return Fail("set the variables named (every secret may be given as NAME_FILE)", "%s", strings.ReplaceAll(loadErr.Error(), "\n", "; "))
+	}}
+}
+
+// Fingerprint is the first 12 hex digits of SHA-256 over a key's raw bytes:
+// enough to compare two hosts' keys, never enough to recover one. For the
+// AES envelope key it is the hub's aes_key_fingerprint.
+func Fingerprint(key []byte) string {
+	sum := sha256.Sum256(key)
+	return hex.EncodeToString(sum[:])[:12]
 }
