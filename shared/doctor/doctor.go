@@ -19,6 +19,8 @@ import (
 	"io"
 	"strings"
 	"time"
+
+	"github.com/flip-trust/node/shared/mesh"
 )
 
 // Status is a check's outcome.
@@ -166,4 +168,17 @@ func Config(loadErr error) Check {
 func Fingerprint(key []byte) string {
 	sum := sha256.Sum256(key)
 	return hex.EncodeToString(sum[:])[:12]
+}
+
+// InternalKey checks TRUST_INTERNAL_SERVICE_KEY: long enough for the mesh
+// (shorter keys make every internal call fail closed), shown by fingerprint
+// so that the services of one node can be compared.
+func InternalKey(key string) Check {
+	return Check{Name: "internal service key", Run: func(context.Context) Result {
+		if !mesh.KeyUsable([]byte(key)) {
+			return Fail(fmt.Sprintf("set TRUST_INTERNAL_SERVICE_KEY (or _FILE) to at least %d random bytes, the same on every service", mesh.MinKeyBytes),
+				"TRUST_INTERNAL_SERVICE_KEY is %d bytes: every internal call would be refused", len(key))
+		}
+		return Pass("%d bytes, fingerprint %s (must be the same on every service of this node)", len(key), Fingerprint([]byte(key)))
+	}}
 }

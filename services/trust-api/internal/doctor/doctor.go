@@ -8,7 +8,6 @@ package doctor
 import (
 	"context"
 	"flag"
-	"fmt"
 	"io"
 	"net/http"
 	"strings"
@@ -18,7 +17,6 @@ import (
 	"github.com/flip-trust/node/shared/doctor"
 	"github.com/flip-trust/node/shared/envelope"
 	"github.com/flip-trust/node/shared/httpx"
-	"github.com/flip-trust/node/shared/mesh"
 )
 
 // Thresholds of the checks.
@@ -54,7 +52,7 @@ func Checks(cfg config.Config, client *http.Client) []doctor.Check {
 		hub.Clock("clock skew (hub Date)", ClockWarn, ClockFail),
 		aesKey(cfg.AESKeyBase64),
 		apiKey(cfg.APIKey, cfg.APIKeyHeader),
-		internalKey(cfg.InternalKey),
+		doctor.InternalKey(cfg.InternalKey),
 		doctor.NewEndpoint(strings.TrimRight(cfg.DataAccessURL, "/")+"/health", client).Reachable("data-access-api reachable",
 			"start data-access-api, or correct DATA_ACCESS_API_URL"),
 		doctor.NewEndpoint(strings.TrimRight(cfg.ImagingURL, "/")+"/health", client).Reachable("imaging-api reachable",
@@ -86,15 +84,5 @@ func apiKey(key, header string) doctor.Check {
 			return doctor.Fail("remove the whitespace around TRUST_API_KEY (a secret file must not end with a newline)", "TRUST_API_KEY has leading or trailing whitespace")
 		}
 		return doctor.Pass("%d characters, sent in %s, fingerprint %s", len(key), header, doctor.Fingerprint([]byte(key)))
-	}}
-}
-
-func internalKey(key string) doctor.Check {
-	return doctor.Check{Name: "internal service key", Run: func(context.Context) doctor.Result {
-		if !mesh.KeyUsable([]byte(key)) {
-			return doctor.Fail(fmt.Sprintf("set TRUST_INTERNAL_SERVICE_KEY (or _FILE) to at least %d random bytes, the same on every service", mesh.MinKeyBytes),
-				"TRUST_INTERNAL_SERVICE_KEY is %d bytes: every internal call would be refused", len(key))
-		}
-		return doctor.Pass("%d bytes, fingerprint %s (must be the same on every service of this node)", len(key), doctor.Fingerprint([]byte(key)))
 	}}
 }
