@@ -12,7 +12,7 @@ FUZZTIME    ?= 30s
 
 .PHONY: help
 help: ## List the targets
-	@awk 'BEGIN{FS=":.*## "} /^[a-zA-Z_-]+:.*## /{printf "  %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN{FS=":.*## "} /^[a-zA-Z0-9_-]+:.*## /{printf "  %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 .PHONY: deps
 deps: ## Install what the tests need (Debian packages; idempotent)
@@ -74,6 +74,14 @@ bench-imaging: ## 1,000 instances PACS -> staging through imaging-api vs straigh
 .PHONY: demo
 demo: deps build ## Run a trust node with a dev hub: cohort queries, then imaging PACS -> staging with progress and an FL download
 	@bash scripts/demo.sh
+
+.PHONY: doctor
+doctor: ## Pre-flight checks of every service's dependencies, one report (DOCTOR_ARGS="--stack flip" or "--compose trust1"; default: bin/ with this environment)
+	@bash scripts/doctor.sh $(DOCTOR_ARGS)
+
+.PHONY: e2e-swarm
+e2e-swarm: ## The node as a Swarm stack with local images (make images first): healthy services, a cohort query via dev-hub, doctor; not part of make test
+	@bash scripts/e2e-swarm.sh
 
 .PHONY: clean
 clean: ## Remove build outputs

@@ -7,8 +7,9 @@
 //	fl-client -health              probe a running service (container healthcheck)
 //	fl-client gpus [-json]         print the GPU inventory NVML reports
 //	fl-client artifact get|put ... move an artifact to or from the FL server by hand
+//	fl-client doctor               check the FL server, clock, GPUs, Docker Engine, internal services and disks
 //
-// Exit codes: 0 success, 1 error, 2 bad usage.
+// Exit codes: 0 success, 1 error (doctor: a check failed), 2 bad usage.
 package main
 
 import (
@@ -24,6 +25,7 @@ import (
 
 	"github.com/flip-trust/node/services/fl-client/internal/app"
 	"github.com/flip-trust/node/services/fl-client/internal/config"
+	"github.com/flip-trust/node/services/fl-client/internal/doctor"
 	"github.com/flip-trust/node/services/fl-client/internal/gpucmd"
 	"github.com/flip-trust/node/services/fl-client/internal/transfercmd"
 	"github.com/flip-trust/node/shared/service"
@@ -38,6 +40,11 @@ func main() {
 		switch os.Args[1] {
 		case "artifact", "gpus":
 			os.Exit(command(os.Args[1], os.Args[2:]))
+		case "doctor":
+			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+			code := doctor.Run(ctx, os.Args[2:], os.Getenv, os.Stdout)
+			stop()
+			os.Exit(code)
 		}
 	}
 	os.Exit(service.Main(service.Spec[config.Config]{

@@ -2,8 +2,12 @@
 // hub for tasks, runs them against the trust's internal services, delivers
 // the results durably and sends heartbeats with a health snapshot.
 //
-// Exit codes: 0 clean shutdown, 1 error (every configuration problem is
-// listed), 2 the hub identifies this host as another trust than
+//	trust-api           run the service (configuration from the environment)
+//	trust-api -health   probe a running service (container healthcheck)
+//	trust-api doctor    check the hub, TLS, clock, keys, internal services and disk
+//
+// Exit codes: 0 clean shutdown (doctor: no check failed), 1 error (every
+// configuration problem is listed; doctor: a check failed), 2 the hub identifies this host as another trust than
 // EXPECTED_TRUST_ID (the wrong kit is deployed here).
 //
 // `trust-api audit ...` and `trust-api review ...` are operator commands
@@ -25,6 +29,7 @@ import (
 	"github.com/flip-trust/node/services/trust-api/internal/app"
 	"github.com/flip-trust/node/services/trust-api/internal/cli"
 	"github.com/flip-trust/node/services/trust-api/internal/config"
+	"github.com/flip-trust/node/services/trust-api/internal/doctor"
 	"github.com/flip-trust/node/services/trust-api/internal/hub"
 	"github.com/flip-trust/node/shared/httpx"
 	"github.com/flip-trust/node/shared/logging"
@@ -34,7 +39,15 @@ import (
 // FLIP_RELEASE takes precedence at run time.
 var version = "0.1.0-dev"
 
-func main() { os.Exit(run()) }
+func main() {
+	if len(os.Args) > 1 && os.Args[1] == "doctor" {
+		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		code := doctor.Run(ctx, os.Args[2:], os.Getenv, os.Stdout)
+		stop()
+		os.Exit(code)
+	}
+	os.Exit(run())
+}
 
 func run() int {
 	if len(os.Args) > 1 && slices.Contains(cli.Commands, os.Args[1]) {
