@@ -18,6 +18,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/flip-trust/node/services/trust-api/internal/budget"
 	"github.com/flip-trust/node/services/trust-api/internal/config"
 	"github.com/flip-trust/node/services/trust-api/internal/delivery"
 	"github.com/flip-trust/node/services/trust-api/internal/health"
@@ -46,6 +47,7 @@ type App struct {
 	logger    *slog.Logger
 	version   string
 	journal   *journal.Journal
+	budgets   *budget.Store
 	hub       *hub.Client
 	deliverer *delivery.Deliverer
 	runner    *runner.Runner
@@ -77,14 +79,19 @@ func newApp(cfg config.Config, logger *slog.Logger, reg *prometheus.Registry, bu
 	if err != nil {
 		return nil, err
 	}
-	a := &App{cfg: cfg, logger: logger, version: cfg.Version(build), journal: j, live: &health.Liveness{}}
+	budgets, err := budget.Open(cfg.BudgetPath(), cfg.Budgets, budget.Options{})
+	if err != nil {
+		_ = j.Close()
+		return nil, err
+	}
+	a := &App{cfg: cfg, logger: logger, version: cfg.Version(build), journal: j, budgets: budgets, live: &health.Liveness{}}
 
 	if !cfg.InternalKeyUsable() {
 		logger.Error(fmt.Sprintf("TRUST_INTERNAL_SERVICE_KEY is unset or shorter than %d bytes: every call to data-access-api and imaging-api will fail", mesh.MinKeyBytes))
 	}
 	metrics, err := runner.NewMetrics(reg, j)
 	if err != nil {
-		_ = j.Close()
+		_ = a.Close()
 		return nil, err
 	}
 
@@ -116,6 +123,12 @@ func newApp(cfg config.Config, logger *slog.Logger, reg *prometheus.Registry, bu
 
 	a.server = httpx.NewServer(srvCfg, logger, reg, health.Handler(a.version, a.live, a.hub.Status().Current))
 	a.server.SetReady(false, "hub not contacted yet")
+	// The egress gate's budget route, for fl-client over the mesh.
+	budgets.Mount(a.server.Router(), mesh.NewVerifier(Issuer, []byte(cfg.InternalKey), cfg.InternalKeyHeader, logger),
+		func(enc string) (string, error) {
+			p, err := cipher.Open(enc, envelope.ProjectIDContext)
+			return string(p), err
+		})
 
 	a.runner = runner.New(j, a.hub, exec, a.deliverer, runner.Options{
 		PollInterval: cfg.PollInterval, HeartbeatInterval: cfg.HeartbeatInterval, Workers: cfg.TaskWorkers,
@@ -182,9 +195,13 @@ func (a *App) Run(ctx context.Context) error {
 	return srvErr
 }
 
-// Close releases the journal; Run calls it. It is safe to call more than once.
+// Close releases the journal and the budget store; Run calls it. It is safe
+// to call more than once.
 func (a *App) Close() error {
 	var err error
-	a.closeOnce.Do(func() { err = a.journal.Close() })
+	a.closeOnce.Do(func() { err = errors.Join(a.journal.Close(), a.budgets.Close()) })
 	return err
 }
+
+// Budgets is the privacy budget store (for audit show --budget).
+func (a *App) Budgets() *budget.Store { return a.budgets }

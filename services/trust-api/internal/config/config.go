@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/flip-trust/node/services/trust-api/internal/budget"
 	sharedcfg "github.com/flip-trust/node/shared/config"
 	"github.com/flip-trust/node/shared/envelope"
 	"github.com/flip-trust/node/shared/hubapi"
@@ -23,6 +24,9 @@ import (
 
 // JournalFile is the journal's file name inside DataDir.
 const JournalFile = "journal.db"
+
+// BudgetFile is the privacy budget store's file name inside DataDir.
+const BudgetFile = "budget.db"
 
 // Config is trust-api's configuration.
 type Config struct {
@@ -65,6 +69,9 @@ type Config struct {
 	BackoffMin          time.Duration
 	BackoffMax          time.Duration
 	JournalRetention    time.Duration
+
+	// Budgets are the per-project privacy budgets (PRIVACY_BUDGETS).
+	Budgets budget.Budgets
 }
 
 // Load reads the configuration through getenv and validates it. The error
@@ -109,6 +116,12 @@ func Load(getenv func(string) string) (Config, error) {
 		JournalRetention:    time.Duration(l.Int("TRUST_API_JOURNAL_RETENTION_DAYS", 30)) * 24 * time.Hour,
 	}
 	c.HeartbeatInterval = l.Seconds("HEARTBEAT_INTERVAL_SECONDS", c.PollInterval)
+	budgets, err := budget.ParseBudgets(getenv("PRIVACY_BUDGETS"))
+	if err != nil {
+		l.Problem("PRIVACY_BUDGETS: %v", err)
+		budgets = nil // reported once, here
+	}
+	c.Budgets = budgets
 	mode, err := mesh.ParseAuthMode(getenv("TRUST_INTERNAL_AUTH"))
 	if err != nil {
 		l.Problem("TRUST_INTERNAL_AUTH: %q is not one of jwt, key", strings.TrimSpace(getenv("TRUST_INTERNAL_AUTH")))
@@ -213,6 +226,9 @@ func (c Config) validate(requiredToo bool) error {
 	if c.DataDir == "" {
 		add("TRUST_API_DATA_DIR must not be empty")
 	}
+	if err := c.Budgets.Validate(); err != nil {
+		add("PRIVACY_BUDGETS: %v", err)
+	}
 	return errors.Join(errs...)
 }
 
@@ -232,6 +248,9 @@ func validHeaderName(h string) bool {
 // InternalKeyUsable reports whether the internal key is long enough for the
 // mesh; when it is not, every internal call fails and the app warns at start.
 func (c Config) InternalKeyUsable() bool { return mesh.KeyUsable([]byte(c.InternalKey)) }
+
+// BudgetPath is the privacy budget store's file.
+func (c Config) BudgetPath() string { return filepath.Join(c.DataDir, BudgetFile) }
 
 // JournalPath is the journal file.
 func (c Config) JournalPath() string { return filepath.Join(c.DataDir, JournalFile) }
@@ -279,6 +298,7 @@ func (c Config) Safe() map[string]any {
 		"DELIVERY_BACKOFF_MIN_SECONDS":      c.BackoffMin.Seconds(),
 		"DELIVERY_BACKOFF_MAX_SECONDS":      c.BackoffMax.Seconds(),
 		"TRUST_API_JOURNAL_RETENTION_DAYS":  int(c.JournalRetention / (24 * time.Hour)),
+		"PRIVACY_BUDGETS":                   c.Budgets,
 	}
 }
 
