@@ -23,6 +23,7 @@ import (
 
 	"github.com/flip-trust/node/services/fl-client/internal/config"
 	"github.com/flip-trust/node/services/fl-client/internal/contract"
+	"github.com/flip-trust/node/services/fl-client/internal/gate"
 	"github.com/flip-trust/node/services/fl-client/internal/gpu"
 	"github.com/flip-trust/node/services/fl-client/internal/logreg"
 	"github.com/flip-trust/node/services/fl-client/internal/privacy"
@@ -100,8 +101,11 @@ func New(cfg config.Config, logger *slog.Logger, reg *prometheus.Registry, build
 		Jobs:    jobs,
 		GPUs:    allocator{gpu.NewAllocator(a.gpus)},
 		Filters: filters{filterCfg},
+		Gate:    egressGate(cfg, logger),
 		WorkDir: cfg.WorkDir,
 		Logger:  logger,
+
+		NoiseMultiplier: cfg.NoiseMultiplier, ClipNorm: cfg.ClipNorm,
 	}
 
 	a.tasksOK = prometheus.NewCounter(prometheus.CounterOpts{Name: "fl_client_tasks_ok_total", Help: "Tasks that returned a result."})
@@ -124,6 +128,35 @@ func New(cfg config.Config, logger *slog.Logger, reg *prometheus.Registry, build
 	}))
 	return a, nil
 }
+
+// egressGate is trust-api's egress gate; without TRUST_API_URL a gate that
+// refuses everything (fail closed), or none at all when the site turned it
+// off for development.
+func egressGate(cfg config.Config, logger *slog.Logger) task.Gate {
+	switch {
+	case cfg.EgressGate == "off":
+		logger.Warn("EGRESS_GATE=off: results and updates leave without trust-api's egress gate, and DP jobs spend no privacy budget (development only)")
+		return nil
+	case cfg.TrustAPIURL == "":
+		logger.Error("TRUST_API_URL is not set: every task fails as refused until it is (or EGRESS_GATE=off in development)")
+		return closedGate{}
+	}
+	logger.Info("egress gate", "url", cfg.TrustAPIURL)
+	return &gate.Client{
+		BaseURL: cfg.TrustAPIURL, Signer: mesh.NewSigner(Service, []byte(cfg.InternalKey)), Mode: cfg.MeshMode,
+		KeyHeader: cfg.KeyHeader, HTTP: httpx.NewClient(time.Minute), Logger: logger,
+	}
+}
+
+// closedGate refuses everything: no gate is configured.
+type closedGate struct{}
+
+var errNoGate = fmt.Errorf("%w: no egress gate configured (TRUST_API_URL)", gate.ErrRefused)
+
+func (closedGate) Spend(context.Context, gate.Spend) (gate.Receipt, error) {
+	return gate.Receipt{}, errNoGate
+}
+func (closedGate) Release(context.Context, gate.Item) error { return errNoGate }
 
 func connState(ok bool) string {
 	if ok {

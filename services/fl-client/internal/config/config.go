@@ -60,6 +60,12 @@ type Config struct {
 	JobCPUs     float64
 	JobTimeout  time.Duration
 
+	// TrustAPIURL is trust-api, the site's egress gate (TRUST_API_URL).
+	// Without it nothing is submitted, unless EgressGate is off.
+	TrustAPIURL string
+	// EgressGate is "on" or "off" (EGRESS_GATE; off only in development).
+	EgressGate string
+
 	ClipNorm        float64
 	NoiseMultiplier float64
 	AllowMetrics    []string
@@ -102,6 +108,9 @@ func Load(getenv func(string) string) (Config, error) {
 		JobMemory:     int64(l.Int("FL_JOB_MEMORY_MIB", 8192)) << 20,
 		JobCPUs:       l.Float("FL_JOB_CPUS", 2),
 		JobTimeout:    l.Seconds("FL_JOB_TIMEOUT_SECONDS", 6*time.Hour),
+
+		TrustAPIURL: l.URL("TRUST_API_URL", ""),
+		EgressGate:  strings.ToLower(l.String("EGRESS_GATE", "on")),
 
 		ClipNorm:        l.Float("FL_DP_CLIP_NORM", 0),
 		NoiseMultiplier: l.Float("FL_DP_NOISE_MULTIPLIER", 0),
@@ -214,6 +223,15 @@ func (c Config) validate() error {
 	if c.NoiseMultiplier > 0 && c.ClipNorm == 0 {
 		add("FL_DP_NOISE_MULTIPLIER: noise needs a clipping norm (set FL_DP_CLIP_NORM)")
 	}
+	switch c.EgressGate {
+	case "on":
+	case "off":
+		if c.Env == "production" {
+			add("EGRESS_GATE: off is for development only (ENV=production)")
+		}
+	default:
+		add("EGRESS_GATE: %q is not one of on, off", c.EgressGate)
+	}
 	if c.MinCount < 1 {
 		add("FL_MIN_COUNT: must be at least 1")
 	}
@@ -249,5 +267,6 @@ func (c Config) Safe() map[string]any {
 		"FL_JOB_TIMEOUT_SECONDS": c.JobTimeout.Seconds(), "FL_DP_CLIP_NORM": c.ClipNorm,
 		"FL_DP_NOISE_MULTIPLIER": c.NoiseMultiplier, "FL_METRICS_ALLOW": c.AllowMetrics,
 		"FL_METRICS_COUNTS": c.CountMetrics, "FL_MIN_COUNT": c.MinCount,
+		"TRUST_API_URL": c.TrustAPIURL, "EGRESS_GATE": c.EgressGate,
 	}
 }

@@ -9,7 +9,11 @@
 //	data    the frozen cohort's dataframe and, when asked, its images
 //	gpus    lease the GPUs the job asks for
 //	run     the job, with a heartbeat to the server; the server may cancel it
+//	budget  a train job whose update is noised spends its project's privacy
+//	        budget first, before any data is staged (trust-api)
 //	filter  the site's metric filter, then for train the clipped, noised update
+//	egress  the update and the result are released by the site's egress gate
+//	        (trust-api), waiting while a reviewer holds them
 //	upload  the update, resumable; the caller submits the result
 //
 // The workspace is removed when the task ends, whatever the outcome.
@@ -18,6 +22,8 @@ package task
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -26,10 +32,12 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/flip-trust/node/services/fl-client/internal/contract"
+	"github.com/flip-trust/node/services/fl-client/internal/gate"
 	"github.com/flip-trust/node/shared/flproto"
 )
 
@@ -83,18 +91,33 @@ type Filters interface {
 	Update(ctx context.Context, global, local, out string) error
 }
 
+// Gate is the site's egress gate (trust-api): Spend spends a job's privacy
+// budget, Release returns once an item may leave. Refusals wrap
+// gate.ErrRefused.
+type Gate interface {
+	Spend(ctx context.Context, s gate.Spend) (gate.Receipt, error)
+	Release(ctx context.Context, it gate.Item) error
+}
+
 // Executor runs tasks. Its fields are set once; it is safe for concurrent
 // use when its dependencies are.
 type Executor struct {
-	Server    Server
-	Stager    Stager
-	Jobs      Jobs
-	GPUs      GPUs
-	Filters   Filters
-	WorkDir   string
-	Heartbeat time.Duration
-	ChunkSize int64
-	Logger    *slog.Logger
+	Server  Server
+	Stager  Stager
+	Jobs    Jobs
+	GPUs    GPUs
+	Filters Filters
+	// Gate releases what leaves and spends privacy budgets; nil only when the
+	// site turned the gate off for development (EGRESS_GATE=off).
+	Gate Gate
+	// NoiseMultiplier and ClipNorm are the site's DP filter; a train task
+	// with noise spends its project's budget before it runs.
+	NoiseMultiplier float64
+	ClipNorm        float64
+	WorkDir         string
+	Heartbeat       time.Duration
+	ChunkSize       int64
+	Logger          *slog.Logger
 }
 
 // Execute runs t and returns the result to submit. It returns ErrCancelled
@@ -135,6 +158,25 @@ func (e *Executor) phases(ctx context.Context, t flproto.Task, ws contract.Works
 	if t.Kind != flproto.KindTrain && t.Kind != flproto.KindEvaluate {
 		return failed(flproto.FailureRefused, "task", fmt.Errorf("unknown kind %q", t.Kind)), nil
 	}
+	// A deadline bounds waiting for the gate (a held item, a slow trust-api).
+	gctx := ctx
+	if !t.Deadline.IsZero() {
+		var cancel context.CancelFunc
+		gctx, cancel = context.WithDeadline(ctx, t.Deadline)
+		defer cancel()
+	}
+	if t.Kind == flproto.KindTrain && e.NoiseMultiplier > 0 && e.Gate != nil {
+		// One noised update of the whole local training per round: the
+		// sampled Gaussian mechanism with q = 1, one step per round.
+		rec, err := e.Gate.Spend(gctx, gate.Spend{EncryptedProjectID: t.Data.EncryptedProjectID, JobID: t.JobID,
+			NoiseMultiplier: e.NoiseMultiplier, SampleRate: 1, Steps: int64(max(t.Rounds, 1))})
+		if err != nil {
+			return failed(classify(err), "privacy budget", err), nil
+		}
+		log.Info("privacy budget spent", "phase", "budget", "epsilon_job", rec.EpsilonJob,
+			"epsilon_spent", rec.EpsilonSpent, "epsilon_remaining", rec.EpsilonRemaining, "repeat", rec.Repeat)
+	}
+
 	start := time.Now()
 	global := filepath.Join(ws.Input, contract.ModelFile)
 	if _, err := e.Server.Download(ctx, t.Model, global); err != nil {
@@ -210,7 +252,11 @@ func (e *Executor) phases(ctx context.Context, t flproto.Task, ws contract.Works
 	}
 	res := flproto.Result{Status: flproto.StatusOK, Metrics: kept, Suppressed: suppressed, SampleCount: count}
 	if t.Kind == flproto.KindEvaluate {
-		return res, nil // evaluate never uploads weights, whatever the job wrote
+		// evaluate never uploads weights, whatever the job wrote
+		if err := e.releaseResult(gctx, t, res); err != nil {
+			return failed(classify(err), "egress", err), nil
+		}
+		return res, nil
 	}
 
 	local := filepath.Join(ws.Output, contract.ModelFile)
@@ -221,14 +267,67 @@ func (e *Executor) phases(ctx context.Context, t flproto.Task, ws contract.Works
 	if err := e.Filters.Update(ctx, global, local, update); err != nil {
 		return failed(flproto.FailureError, "filter", err), nil
 	}
+	want, err := artifactID(update)
+	if err != nil {
+		return failed(flproto.FailureError, "filter", err), nil
+	}
+	res.Update = want
+	if e.Gate != nil {
+		start = time.Now()
+		rules := []string{"clip_norm=" + fmt.Sprint(e.ClipNorm), "noise_multiplier=" + fmt.Sprint(e.NoiseMultiplier)}
+		if err := e.Gate.Release(gctx, gate.Item{Channel: gate.ChannelWeights, TaskID: t.ID, Kind: "model_update", Rules: rules, Path: update}); err != nil {
+			return failed(classify(err), "egress", err), nil
+		}
+		if err := e.releaseResult(gctx, t, res); err != nil {
+			return failed(classify(err), "egress", err), nil
+		}
+		log.Info("egress released", "phase", "egress", "seconds", since(start))
+	}
 	start = time.Now()
 	id, err := e.Server.Upload(ctx, update, e.ChunkSize)
 	if err != nil {
 		return failed(flproto.FailureError, "upload", err), nil
 	}
+	if e.Gate != nil && id != want {
+		// The released result names the update by its content; the server
+		// must hold exactly those bytes.
+		return failed(flproto.FailureError, "upload", fmt.Errorf("the server stored the update as %s, not the released %s", id, want)), nil
+	}
 	log.Info("update uploaded", "phase", "upload", "artifact", id, "seconds", since(start))
 	res.Update = id
 	return res, nil
+}
+
+// releaseResult asks the gate to release the result as it will be
+// submitted (its JSON: metrics, suppressed names, sample count, update id).
+func (e *Executor) releaseResult(ctx context.Context, t flproto.Task, res flproto.Result) error {
+	if e.Gate == nil {
+		return nil
+	}
+	body, err := json.Marshal(res)
+	if err != nil {
+		return err
+	}
+	rules := []string{}
+	if len(res.Suppressed) > 0 {
+		rules = append(rules, "suppressed="+strings.Join(res.Suppressed, ","))
+	}
+	return e.Gate.Release(ctx, gate.Item{Channel: gate.ChannelMetrics, TaskID: t.ID, Kind: t.Kind + "_result", Rules: rules, Content: body})
+}
+
+// artifactID is the id an artifact of the file at path gets:
+// "sha256:<hex of the whole file>".
+func artifactID(path string) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return "", fmt.Errorf("digest the update: %w", err)
+	}
+	return "sha256:" + hex.EncodeToString(h.Sum(nil)), nil
 }
 
 // heartbeat tells the server the task is alive until ctx ends, and cancels
@@ -275,7 +374,7 @@ func readMetrics(path string) (map[string]float64, error) {
 }
 
 func classify(err error) string {
-	if errors.Is(err, ErrRefused) {
+	if errors.Is(err, ErrRefused) || errors.Is(err, gate.ErrRefused) {
 		return flproto.FailureRefused
 	}
 	return flproto.FailureError

@@ -200,6 +200,9 @@ func startTrust(t *testing.T, bins map[string]string, h *hub, index int, cohortS
 		"TRUST_INTERNAL_SERVICE_KEY=" + meshKey, "DATA_ACCESS_API_URL=http://" + dapi, "IMAGING_API_URL=http://127.0.0.1:1",
 		"FL_RUNNER=none", "FL_WORK_DIR=" + t.TempDir(), "FL_CLIENT_ADDR=" + proctest.FreeAddr(t),
 		"FL_POLL_WAIT_SECONDS=5", "IMAGES_DIR=" + t.TempDir(), "LOG_LEVEL=DEBUG",
+		// trust-api's egress gate (POST /egress/v1/items) is not part of this
+		// run: the filters are off and results leave ungated, as in development.
+		"EGRESS_GATE=off",
 	}}
 	tr.startClient(t)
 	return tr

@@ -20,6 +20,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/flip-trust/node/services/trust-api/internal/budget"
 	"github.com/flip-trust/node/services/trust-api/internal/config"
 	"github.com/flip-trust/node/services/trust-api/internal/delivery"
 	"github.com/flip-trust/node/services/trust-api/internal/egress"
@@ -60,6 +61,7 @@ type App struct {
 	ledger    *ledger.Ledger
 	gate      *egress.Gate
 	review    *httpx.Server // nil when the reviewer API is off
+	budgets   *budget.Store
 	hub       *hub.Client
 	deliverer *delivery.Deliverer
 	runner    *runner.Runner
@@ -103,6 +105,12 @@ func newApp(cfg config.Config, logger *slog.Logger, reg *prometheus.Registry, bu
 		OnDecision: func(it egress.Item) { a.deliverer.Resume(it.TaskID) },
 	})
 	if err != nil {
+		_ = a.ledger.Close()
+		_ = j.Close()
+		return nil, err
+	}
+	if a.budgets, err = budget.Open(cfg.BudgetPath(), cfg.Budgets, budget.Options{Recorder: ledgerRecorder{a.ledger}}); err != nil {
+		_ = a.gate.Close()
 		_ = a.ledger.Close()
 		_ = j.Close()
 		return nil, err
@@ -157,6 +165,12 @@ func newApp(cfg config.Config, logger *slog.Logger, reg *prometheus.Registry, bu
 		a.review = httpx.NewServer(rc, logger.With("listener", "egress_review"), reg, nil)
 		egress.ReviewRoutes(a.review.Router(), a.gate, cfg.ReviewerKey)
 	}
+	// The egress gate's budget route, for fl-client over the mesh.
+	a.budgets.Mount(a.server.Router(), verifier,
+		func(enc string) (string, error) {
+			p, err := cipher.Open(enc, envelope.ProjectIDContext)
+			return string(p), err
+		})
 
 	a.runner = runner.New(j, a.hub, exec, a.deliverer, runner.Options{
 		PollInterval: cfg.PollInterval, HeartbeatInterval: cfg.HeartbeatInterval, Workers: cfg.TaskWorkers,
@@ -248,12 +262,26 @@ func (a *App) Run(ctx context.Context) error {
 	return errors.Join(srvErr, reviewErr)
 }
 
-// Close releases the journal, the egress gate and the ledger; Run calls it.
+// Close releases the journal, the egress gate, the budget store and the
+// ledger; Run calls it.
 // It is safe to call more than once.
 func (a *App) Close() error {
 	var err error
 	a.closeOnce.Do(func() {
-		err = errors.Join(a.gate.Close(), a.ledger.Close(), a.journal.Close())
+		err = errors.Join(a.gate.Close(), a.budgets.Close(), a.ledger.Close(), a.journal.Close())
 	})
+	return err
+}
+
+// Budgets is the privacy budget store (for audit show --budget).
+func (a *App) Budgets() *budget.Store { return a.budgets }
+
+// ledgerRecorder writes the budget store's spends to the audit ledger.
+type ledgerRecorder struct{ l *ledger.Ledger }
+
+var _ budget.Recorder = ledgerRecorder{}
+
+func (r ledgerRecorder) Append(_ context.Context, e budget.Entry) error {
+	_, err := r.l.Append(ledger.Record{Channel: e.Channel, TaskID: e.TaskID, Project: e.Project, Kind: e.Kind, Rules: e.Rules})
 	return err
 }

@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/flip-trust/node/services/trust-api/internal/budget"
 	"github.com/flip-trust/node/services/trust-api/internal/egress"
 	sharedcfg "github.com/flip-trust/node/shared/config"
 	"github.com/flip-trust/node/shared/envelope"
@@ -30,6 +31,9 @@ const EgressFile = "egress.db"
 
 // DefaultReviewAddr is the reviewer API's default listen address.
 const DefaultReviewAddr = "127.0.0.1:8021"
+
+// BudgetFile is the privacy budget store's file name inside DataDir.
+const BudgetFile = "budget.db"
 
 // Config is trust-api's configuration.
 type Config struct {
@@ -87,6 +91,8 @@ type Config struct {
 	// ReviewerKey authenticates reviewers (EGRESS_REVIEWER_KEY, secret);
 	// empty turns the reviewer API off.
 	ReviewerKey string
+	// Budgets are the per-project privacy budgets (PRIVACY_BUDGETS).
+	Budgets budget.Budgets
 }
 
 // Load reads the configuration through getenv and validates it. The error
@@ -149,6 +155,12 @@ func Load(getenv func(string) string) (Config, error) {
 	} else {
 		c.EgressReview = p
 	}
+	budgets, err := budget.ParseBudgets(getenv("PRIVACY_BUDGETS"))
+	if err != nil {
+		l.Problem("PRIVACY_BUDGETS: %v", err)
+		budgets = nil // reported once, here
+	}
+	c.Budgets = budgets
 	mode, err := mesh.ParseAuthMode(getenv("TRUST_INTERNAL_AUTH"))
 	if err != nil {
 		l.Problem("TRUST_INTERNAL_AUTH: %q is not one of jwt, key", strings.TrimSpace(getenv("TRUST_INTERNAL_AUTH")))
@@ -265,6 +277,9 @@ func (c Config) validate(requiredToo bool) error {
 	if err := CheckReviewAddr(c.ReviewAddr, c.ReviewAllowRemote); err != nil {
 		add("EGRESS_REVIEW_ADDR: %v", err)
 	}
+	if err := c.Budgets.Validate(); err != nil {
+		add("PRIVACY_BUDGETS: %v", err)
+	}
 	return errors.Join(errs...)
 }
 
@@ -309,6 +324,9 @@ func validHeaderName(h string) bool {
 // InternalKeyUsable reports whether the internal key is long enough for the
 // mesh; when it is not, every internal call fails and the app warns at start.
 func (c Config) InternalKeyUsable() bool { return mesh.KeyUsable([]byte(c.InternalKey)) }
+
+// BudgetPath is the privacy budget store's file.
+func (c Config) BudgetPath() string { return filepath.Join(c.DataDir, BudgetFile) }
 
 // JournalPath is the journal file.
 func (c Config) JournalPath() string { return filepath.Join(c.DataDir, JournalFile) }
@@ -362,6 +380,7 @@ func (c Config) Safe() map[string]any {
 		"EGRESS_REVIEW_ADDR":                c.ReviewAddr,
 		"EGRESS_REVIEW_ALLOW_REMOTE":        c.ReviewAllowRemote,
 		"EGRESS_REVIEWER_KEY":               sharedcfg.Redact(c.ReviewerKey),
+		"PRIVACY_BUDGETS":                   c.Budgets,
 	}
 }
 
