@@ -21,6 +21,7 @@ import (
 	"github.com/flip-trust/node/services/data-access-api/internal/guard"
 	"github.com/flip-trust/node/services/data-access-api/internal/policy"
 	"github.com/flip-trust/node/services/data-access-api/internal/snapshot"
+	"github.com/flip-trust/node/shared/disclosure"
 	"github.com/flip-trust/node/shared/envelope"
 	"github.com/flip-trust/node/shared/httpx"
 	"github.com/flip-trust/node/shared/logging"
@@ -60,6 +61,10 @@ type Options struct {
 	Policy    *policy.Policy // nil: no policy
 	Store     *snapshot.Store
 	Threshold int
+	// Disclosure is the site's disclosure policy (SITE_POLICY_FILE floor
+	// and rounding over COHORT_QUERY_THRESHOLD); the zero value means the
+	// threshold without rounding.
+	Disclosure disclosure.Policy
 	// AESKeyBase64 is the text the cohort-admin proof is derived from.
 	AESKeyBase64      string
 	CohortAdminHeader string
@@ -155,6 +160,8 @@ func (a *API) check(ctx context.Context, sql string) (string, error) {
 // decide evaluates the governance policy and logs a denial with its rule.
 func (a *API) decide(ctx context.Context, action policy.Action, projectID string) policy.Decision {
 	d := policy.Decide(a.o.Policy, action, projectID, a.o.Threshold)
+	// The site policy's floor raises every route's threshold.
+	d.EffectiveThreshold = max(d.EffectiveThreshold, int(a.o.Disclosure.Floor()))
 	if !d.Permit {
 		pid := projectID
 		if pid == "" {
@@ -164,6 +171,16 @@ func (a *API) decide(ctx context.Context, action policy.Action, projectID string
 			"rule_id", d.RuleID, "reason", d.Reason)
 	}
 	return d
+}
+
+// disclosurePolicy is the disclosure policy of one decision: the decision's
+// threshold (never below the site floor) with the site's rounding.
+func (a *API) disclosurePolicy(d policy.Decision) (disclosure.Policy, error) {
+	p, err := disclosure.NewPolicy(int64(d.EffectiveThreshold), 0, a.o.Disclosure.Rounding())
+	if err != nil {
+		return disclosure.Policy{}, fmt.Errorf("disclosure policy: %w", err)
+	}
+	return p, nil
 }
 
 // missing returns a 422 naming the absent fields (FLIP's models require them).

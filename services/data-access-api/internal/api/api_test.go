@@ -208,13 +208,29 @@ func TestAuthOnEveryRoute(t *testing.T) {
 	}
 }
 
+// statsWire is the statistics body as the hub reads it.
+type statsWire struct {
+	QueryID     string `json:"query_id"`
+	TrustID     string `json:"trust_id"`
+	RecordCount int64  `json:"record_count"`
+	Created     string `json:"created"`
+	Data        []struct {
+		Name    string `json:"name"`
+		Results []struct {
+			Value string `json:"value"`
+			Count int64  `json:"count"`
+		} `json:"results"`
+	} `json:"data"`
+	Suppressed bool `json:"suppressed"`
+}
+
 func TestStatisticsRoute(t *testing.T) {
 	e := newEnv(t)
 	got := e.post("/cohort", cohortBody(t, imagingQuery), false)
 	if got.status != 200 {
 		t.Fatalf("status %d: %s", got.status, got.body)
 	}
-	var resp api.StatisticsResponse
+	var resp statsWire
 	if err := json.Unmarshal(got.body, &resp); err != nil {
 		t.Fatal(err)
 	}
@@ -314,7 +330,7 @@ min_cohort_size = 13
 	}
 	// 16 subjects clear it; small cells fold at 13 too.
 	got := e.post("/cohort", cohortBody(t, "SELECT person_id, gender_source_value FROM person"), false)
-	var resp api.StatisticsResponse
+	var resp statsWire
 	_ = json.Unmarshal(got.body, &resp)
 	if resp.Suppressed || resp.RecordCount != 16 {
 		t.Fatalf("16 subjects: %s", got.body)

@@ -2,6 +2,7 @@ package api
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"net/http"
 	"time"
@@ -9,6 +10,7 @@ import (
 	"github.com/flip-trust/node/services/data-access-api/internal/cohort"
 	"github.com/flip-trust/node/services/data-access-api/internal/policy"
 	"github.com/flip-trust/node/services/data-access-api/internal/snapshot"
+	"github.com/flip-trust/node/shared/disclosure"
 	"github.com/flip-trust/node/shared/httpx"
 	"github.com/flip-trust/node/shared/logging"
 )
@@ -22,20 +24,45 @@ type CohortQueryInput struct {
 	TrustID            *string `json:"trust_id"`
 }
 
-// StatisticsResponse is FLIP's statistics body.
+// StatisticsResponse is FLIP's statistics body. Every count in it is a
+// disclosure.Cell; the handler seals it (disclosure.Seal) before it leaves.
 type StatisticsResponse struct {
-	QueryID     string         `json:"query_id"`
-	TrustID     string         `json:"trust_id"`
-	RecordCount int64          `json:"record_count"`
-	Created     string         `json:"created"`
-	Data        []cohort.Chart `json:"data"`
-	Suppressed  bool           `json:"suppressed"`
+	QueryID     string
+	TrustID     string
+	RecordCount disclosure.Cell
+	Created     string
+	Data        []cohort.ReleasedChart
+}
+
+// MarshalJSON writes FLIP's wire shape: a withheld record count is
+// "record_count": 0 beside "suppressed": true, never a bare 0.
+func (s StatisticsResponse) MarshalJSON() ([]byte, error) {
+	data := s.Data
+	if data == nil {
+		data = []cohort.ReleasedChart{}
+	}
+	return json.Marshal(struct {
+		QueryID     string                 `json:"query_id"`
+		TrustID     string                 `json:"trust_id"`
+		RecordCount int64                  `json:"record_count"`
+		Created     string                 `json:"created"`
+		Data        []cohort.ReleasedChart `json:"data"`
+		Suppressed  bool                   `json:"suppressed"`
+	}{s.QueryID, s.TrustID, s.RecordCount.OrZero(), s.Created, data, s.RecordCount.IsSuppressed()})
 }
 
 // statistics serves POST /cohort: disclosure-controlled statistics of live
 // OMOP, computed in the database. A cohort below the floor, an uncountable
 // one and a policy denial all answer the same suppressed 200.
-func (a *API) statistics(r *http.Request) (StatisticsResponse, error) {
+func (a *API) statistics(r *http.Request) (disclosure.Released, error) {
+	resp, err := a.statisticsBody(r)
+	if err != nil {
+		return disclosure.Released{}, err
+	}
+	return disclosure.Seal(resp)
+}
+
+func (a *API) statisticsBody(r *http.Request) (StatisticsResponse, error) {
 	ctx := r.Context()
 	var in CohortQueryInput
 	if err := httpx.DecodeJSON(r, &in); err != nil {
@@ -49,7 +76,7 @@ func (a *API) statistics(r *http.Request) (StatisticsResponse, error) {
 	hash := logging.QueryHash(*in.Query)
 	log := httpx.LoggerFrom(ctx).With("query_hash", hash, "query_id", *in.QueryID)
 	suppressed := StatisticsResponse{QueryID: *in.QueryID, TrustID: *in.TrustID, Created: a.o.Now().UTC().Format("2006-01-02"),
-		Data: []cohort.Chart{}, Suppressed: true}
+		RecordCount: disclosure.Suppressed, Data: []cohort.ReleasedChart{}}
 
 	safe, err := a.check(ctx, *in.Query)
 	if err != nil {
@@ -82,9 +109,13 @@ func (a *API) statistics(r *http.Request) (StatisticsResponse, error) {
 		return suppressed, nil
 	}
 	log.Info("cohort statistics computed", "elapsed_ms", time.Since(start).Milliseconds())
+	p, err := a.disclosurePolicy(d)
+	if err != nil {
+		return StatisticsResponse{}, err
+	}
 	return StatisticsResponse{
-		QueryID: *in.QueryID, TrustID: *in.TrustID, RecordCount: st.Subjects, Created: suppressed.Created,
-		Data: st.Disclose(d.EffectiveThreshold),
+		QueryID: *in.QueryID, TrustID: *in.TrustID, RecordCount: p.Cell(disclosure.Subjects(st.Subjects)),
+		Created: suppressed.Created, Data: st.Release(p),
 	}, nil
 }
 

@@ -22,6 +22,7 @@ import (
 	"github.com/flip-trust/node/shared/envelope"
 	"github.com/flip-trust/node/shared/httpx"
 	"github.com/flip-trust/node/shared/mesh"
+	"github.com/flip-trust/node/shared/sitepolicy"
 )
 
 // Service is the name mesh tokens for this service are addressed to.
@@ -49,6 +50,16 @@ func New(cfg config.Config, logger *slog.Logger, reg *prometheus.Registry, build
 	}
 	// The governance line is logged at WARN so a quiet level cannot hide it.
 	logger.Warn(policy.Describe(pol, cfg.Threshold))
+
+	site := cfg.Site
+	if site == nil {
+		site = sitepolicy.Default()
+	}
+	disc, err := site.Disclosure(int64(cfg.Threshold))
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", sitepolicy.EnvFile, err)
+	}
+	logger.Warn("disclosure control", "floor", disc.Floor(), "rounding", disc.Rounding(), "site_policy", site.Source, "site_policy_sha256", site.Digest)
 
 	store := snapshot.Open(cfg.SnapshotDir, cfg.SnapshotMaxBytes, logger)
 	store.Ensure()
@@ -78,7 +89,7 @@ func New(cfg config.Config, logger *slog.Logger, reg *prometheus.Registry, build
 	srv := httpx.NewServer(srvCfg, logger, reg, health)
 	api.New(api.Options{
 		Engine: engine, Cipher: cipher, Verifier: verifier, Policy: pol, Store: store,
-		Threshold: cfg.Threshold, AESKeyBase64: cfg.AESKeyBase64, CohortAdminHeader: cfg.CohortAdminHeader,
+		Threshold: cfg.Threshold, Disclosure: disc, AESKeyBase64: cfg.AESKeyBase64, CohortAdminHeader: cfg.CohortAdminHeader,
 		Logger: logger,
 	}).Mount(srv.Router())
 	return &App{cfg: cfg, logger: logger, engine: engine, server: srv}, nil

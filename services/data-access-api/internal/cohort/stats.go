@@ -10,6 +10,8 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgtype"
+
+	"github.com/flip-trust/node/shared/disclosure"
 )
 
 // The subject columns a cohort query exposes.
@@ -321,37 +323,133 @@ func (e *Engine) Statistics(ctx context.Context, q, queryHash string) (*Stats, S
 	return st, shape, nil
 }
 
-// Disclose applies the small-cell rule to the distribution charts (Counts and
-// Nulls describe a cohort that already cleared the floor and are kept).
-func (st *Stats) Disclose(threshold int) []Chart {
-	out := make([]Chart, len(st.Charts))
-	for i, c := range st.Charts {
-		if c.Name == ChartCounts || c.Name == ChartNulls {
-			out[i] = c
-			continue
+// Bucket is one released bucket of a chart: its count has passed the
+// disclosure layer.
+type Bucket struct {
+	Value string          `json:"value"`
+	Count disclosure.Cell `json:"count"`
+}
+
+// ReleasedChart is a chart as it leaves the trust.
+type ReleasedChart struct {
+	Name    string   `json:"name"`
+	Results []Bucket `json:"results"`
+}
+
+// Release passes the charts through the disclosure layer, keeping FLIP's
+// wire shape (a withheld bucket is left out, never sent as 0):
+//
+//   - Age and Sex count distinct persons and add up to (at most) the
+//     released record count, so each is a one-way table with a released
+//     total: small buckets and their complements are withheld and their sum
+//     (at least the floor) is released as "Other".
+//   - Modality counts studies, which no released total constrains: small
+//     buckets are withheld and their sum is released as "Other" only when
+//     it reaches the floor (FLIP's rule).
+//   - Counts and Nulls are row counts of each column: a column's count and
+//     null count add up to the row count, so each column is a two-cell table
+//     with a released total; a column with a withheld cell is left out of
+//     both charts.
+func (st *Stats) Release(p disclosure.Policy) []ReleasedChart {
+	out := make([]ReleasedChart, 0, len(st.Charts))
+	var counts, nulls []Result
+	for _, c := range st.Charts {
+		switch c.Name {
+		case ChartCounts:
+			counts = c.Results
+		case ChartNulls:
+			nulls = c.Results
 		}
-		out[i] = Chart{Name: c.Name, Results: FoldSmall(c.Results, int64(threshold))}
+	}
+	var rc, rn []Bucket
+	if len(counts) == len(nulls) {
+		for i := range counts {
+			v := p.Vector([]disclosure.Subjects{disclosure.Subjects(counts[i].Count), disclosure.Subjects(nulls[i].Count)}, true)
+			if v.Cells[0].IsSuppressed() || v.Cells[1].IsSuppressed() {
+				continue
+			}
+			rc = append(rc, Bucket{Value: counts[i].Value, Count: v.Cells[0]})
+			rn = append(rn, Bucket{Value: nulls[i].Value, Count: v.Cells[1]})
+		}
+	}
+	for _, c := range st.Charts {
+		switch c.Name {
+		case ChartCounts:
+			out = append(out, ReleasedChart{Name: c.Name, Results: orEmptyB(rc)})
+		case ChartNulls:
+			out = append(out, ReleasedChart{Name: c.Name, Results: orEmptyB(rn)})
+		case ChartAge, ChartSex:
+			out = append(out, ReleasedChart{Name: c.Name, Results: fold(p, c.Results, true)})
+		default:
+			out = append(out, ReleasedChart{Name: c.Name, Results: fold(p, c.Results, false)})
+		}
 	}
 	return out
 }
 
-// FoldSmall removes buckets under min and adds their total as "Other" only
-// when that total itself reaches min, so a small bucket is never revealed by
-// relabelling it.
-func FoldSmall(results []Result, min int64) []Result {
-	out := make([]Result, 0, len(results))
-	var other int64
-	for _, r := range results {
-		if r.Count < min {
-			other += r.Count
+// fold releases one distribution: released buckets in their order, then the
+// withheld ones' sum as "Other" when the layer releases it.
+func fold(p disclosure.Policy, results []Result, withTotal bool) []Bucket {
+	n := make([]disclosure.Subjects, len(results))
+	for i, r := range results {
+		n[i] = disclosure.Subjects(r.Count)
+	}
+	v := p.Vector(n, withTotal)
+	out := make([]Bucket, 0, len(results))
+	var other disclosure.Subjects
+	for i, r := range results {
+		if v.Cells[i].IsSuppressed() {
+			other += n[i]
 			continue
 		}
-		out = append(out, r)
+		if r.Count > 0 {
+			out = append(out, Bucket{Value: r.Value, Count: v.Cells[i]})
+		}
 	}
-	if other >= min && other > 0 {
-		out = append(out, Result{Value: OtherLabel, Count: other})
+	if other > 0 && (!withTotal || !v.Total.IsSuppressed()) {
+		// With a released total the withheld sum is implied by it (and
+		// Vector keeps it at or above the floor); without one it is released
+		// only when it clears the floor by itself.
+		if c := p.Cell(other); !c.IsSuppressed() {
+			out = append(out, Bucket{Value: OtherLabel, Count: c})
+		}
 	}
 	return out
+}
+
+// Disclose is Release at a floor of threshold without rounding, in the raw
+// chart type (for callers that inspect values; outgoing payloads use
+// Release).
+func (st *Stats) Disclose(threshold int) []Chart {
+	p := disclosure.MustPolicy(int64(max(threshold, 1)), 0, 0)
+	rel := st.Release(p)
+	out := make([]Chart, len(rel))
+	for i, c := range rel {
+		out[i] = Chart{Name: c.Name, Results: unrelease(c.Results)}
+	}
+	return out
+}
+
+// FoldSmall is FLIP's make_other_category through the disclosure layer:
+// buckets under min are removed and their total is added as "Other" only
+// when it reaches min, so a small bucket is never revealed by relabelling it.
+func FoldSmall(results []Result, min int64) []Result {
+	return unrelease(fold(disclosure.MustPolicy(max(min, 1), 0, 0), results, false))
+}
+
+func unrelease(bs []Bucket) []Result {
+	out := make([]Result, len(bs))
+	for i, b := range bs {
+		out[i] = Result{Value: b.Value, Count: b.Count.OrZero()}
+	}
+	return out
+}
+
+func orEmptyB(bs []Bucket) []Bucket {
+	if bs == nil {
+		return []Bucket{}
+	}
+	return bs
 }
 
 func sortByCount(rs []Result) {

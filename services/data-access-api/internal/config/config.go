@@ -14,6 +14,7 @@ import (
 	sharedcfg "github.com/flip-trust/node/shared/config"
 	"github.com/flip-trust/node/shared/logging"
 	"github.com/flip-trust/node/shared/mesh"
+	"github.com/flip-trust/node/shared/sitepolicy"
 )
 
 // Config is data-access-api's configuration.
@@ -30,6 +31,12 @@ type Config struct {
 	QueryTimeout time.Duration
 	// PolicyFile is the governance TOML (ACCESS_POLICY_FILE); "" means none.
 	PolicyFile string
+	// SitePolicyFile is the site policy TOML (SITE_POLICY_FILE); "" means
+	// the defaults. It may be the same file as PolicyFile.
+	SitePolicyFile string
+	// Site is the loaded site policy (its floor and rounding govern every
+	// released count).
+	Site *sitepolicy.Policy
 	// SnapshotDir holds frozen cohorts; "" disables them.
 	SnapshotDir      string
 	SnapshotMaxBytes int64
@@ -62,6 +69,7 @@ func Load(getenv func(string) string) (Config, error) {
 		Threshold:        l.Int("COHORT_QUERY_THRESHOLD", 10),
 		QueryTimeout:     l.Seconds("COHORT_QUERY_TIMEOUT_SECONDS", 300*time.Second),
 		PolicyFile:       l.String("ACCESS_POLICY_FILE", ""),
+		SitePolicyFile:   l.String(sitepolicy.EnvFile, ""),
 		SnapshotDir:      l.String("COHORT_SNAPSHOT_DIR", ""),
 		SnapshotMaxBytes: int64(l.Int("SNAPSHOT_MAX_BYTES", 512<<20)),
 
@@ -78,7 +86,13 @@ func Load(getenv func(string) string) (Config, error) {
 		InternalKeyHeader: l.String("TRUST_INTERNAL_SERVICE_KEY_HEADER", mesh.HeaderInternalKey),
 		CohortAdminHeader: l.String("COHORT_ADMIN_KEY_HEADER", mesh.HeaderCohortAdmin),
 	}
-	return c, errors.Join(l.Err(), c.validate())
+	err := errors.Join(l.Err(), c.validate())
+	if c.Threshold > 0 {
+		site, serr := sitepolicy.Load(c.SitePolicyFile, int64(c.Threshold))
+		c.Site = site
+		err = errors.Join(err, serr)
+	}
+	return c, err
 }
 
 func (c Config) validate() error {
@@ -149,6 +163,7 @@ func (c Config) Safe() map[string]any {
 		"COHORT_QUERY_THRESHOLD":            c.Threshold,
 		"COHORT_QUERY_TIMEOUT_SECONDS":      c.QueryTimeout.Seconds(),
 		"ACCESS_POLICY_FILE":                c.PolicyFile,
+		"SITE_POLICY_FILE":                  c.SitePolicyFile,
 		"COHORT_SNAPSHOT_DIR":               c.SnapshotDir,
 		"SNAPSHOT_MAX_BYTES":                c.SnapshotMaxBytes,
 		"OMOP_DB_SERVICE_NAME":              c.DBHost,

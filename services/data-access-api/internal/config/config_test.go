@@ -1,6 +1,8 @@
 package config
 
 import (
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -60,5 +62,36 @@ func TestProblemsAreAllReported(t *testing.T) {
 	m["COHORT_QUERY_THRESHOLD"] = "-3"
 	if _, err := Load(env(m)); err == nil || !strings.Contains(err.Error(), "positive") {
 		t.Errorf("negative threshold: %v", err)
+	}
+}
+
+// The site policy is loaded with the configuration: its problems fail
+// startup together with every other one.
+func TestSitePolicyFile(t *testing.T) {
+	dir := t.TempDir()
+	good := filepath.Join(dir, "good.toml")
+	bad := filepath.Join(dir, "bad.toml")
+	if err := os.WriteFile(good, []byte("[disclosure]\nfloor = 20\nrounding = 5\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(bad, []byte("[disclosure]\nfloor = 5\nrounding = -1\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	m := base()
+	m["SITE_POLICY_FILE"] = good
+	c, err := Load(env(m))
+	if err != nil || c.Site.Floor != 20 || c.Site.Rounding != 5 || c.Safe()["SITE_POLICY_FILE"] != good {
+		t.Fatalf("good site policy: %+v %v", c.Site, err)
+	}
+	m["SITE_POLICY_FILE"] = bad
+	m["OMOP_DB_PORT"] = "70000"
+	_, err = Load(env(m))
+	for _, want := range []string{"OMOP_DB_PORT", "line 2: disclosure.floor 5 is below COHORT_QUERY_THRESHOLD 10", "line 3: disclosure.rounding"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("error %v lacks %q", err, want)
+		}
+	}
+	if c, err := Load(env(base())); err != nil || c.Site == nil || c.Site.Source != "defaults" {
+		t.Fatalf("no site policy: %+v %v", c.Site, err)
 	}
 }

@@ -197,7 +197,7 @@ func Parse(data []byte, source string, floor int) (*Policy, error) {
 
 	v := &validator{ix: indexLines(data), floor: floor}
 	v.document(doc, p)
-	if len(v.problems) == 0 && p.MinCohortSize == 0 && len(p.Rules) == 0 && len(p.FLPrivacy) == 0 {
+	if len(v.problems) == 0 && p.MinCohortSize == 0 && len(p.Rules) == 0 && len(p.FLPrivacy) == 0 && !v.site {
 		v.problems = append(v.problems, Problem{Message: "the document configures nothing: no [disclosure] min_cohort_size, no [[access.rule]] and no [fl_privacy]"})
 	}
 	if len(v.problems) > 0 {
@@ -234,7 +234,7 @@ func canonicalUUID(s string) (string, bool) {
 }
 
 const (
-	allowedTop     = "disclosure, access, fl_privacy"
+	allowedTop     = "disclosure, access, fl_privacy; review, dp, budget, images belong to the site policy"
 	allowedRuleKey = "id, action, effect, projects, min_cohort_size"
 )
 
@@ -243,7 +243,14 @@ type validator struct {
 	ix       lineIndex
 	floor    int
 	problems []Problem
+	// site is set when the document carries site policy settings.
+	site bool
 }
+
+// siteDisclosureKeys, like the review, dp, budget and images tables, belong
+// to the site policy (SITE_POLICY_FILE, shared/sitepolicy), which validates
+// them: one file can serve as both documents.
+var siteDisclosureKeys = []string{"floor", "rounding"}
 
 func (v *validator) add(line int, format string, args ...any) {
 	v.problems = append(v.problems, Problem{Line: line, Message: fmt.Sprintf(format, args...)})
@@ -269,6 +276,8 @@ func (v *validator) document(doc map[string]any, p *Policy) {
 	for _, k := range v.keysInOrder(doc) {
 		switch k {
 		case "disclosure", "access", "fl_privacy":
+		case "review", "dp", "budget", "images":
+			v.site = true
 		default:
 			v.add(v.ix.line(k), "unknown top-level key %q (allowed: %s)", k, allowedTop)
 		}
@@ -295,6 +304,10 @@ func (v *validator) disclosure(raw any, p *Policy) {
 		return
 	}
 	for _, k := range v.keysInOrder(t, "disclosure") {
+		if slices.Contains(siteDisclosureKeys, k) {
+			v.site = true
+			continue
+		}
 		if k != "min_cohort_size" {
 			v.add(v.ix.line("disclosure", k), "[disclosure]: unknown key %q (allowed: min_cohort_size)", k)
 		}

@@ -29,12 +29,23 @@ func TestMetrics(t *testing.T) {
 			wantSuppressed: []string{"patient_age_max"},
 		},
 		{
-			name:           "count metrics below the floor are suppressed, sorted",
+			// fp (9) is small; with the sample count released, tn (the
+			// smallest other non-zero cell) is withheld too, or 59 − 40 − 0
+			// would give fp away. A true 0 is released as 0.
+			name:           "count metrics below the floor are suppressed with their complement, sorted",
 			cfg:            def,
 			metrics:        map[string]float64{"tp": 40, "fp": 9, "tn": 10, "fn": 0, "accuracy": 0.9},
 			samples:        59,
-			wantKept:       map[string]float64{"tp": 40, "tn": 10, "accuracy": 0.9},
-			wantSuppressed: []string{"fn", "fp"},
+			wantKept:       map[string]float64{"tp": 40, "fn": 0, "accuracy": 0.9},
+			wantSuppressed: []string{"fp", "tn"},
+		},
+		{
+			name:           "counts that are not whole numbers are withheld",
+			cfg:            def,
+			metrics:        map[string]float64{"tp": 40.5, "fp": -1, "tn": 50, "fn": 60},
+			samples:        150,
+			wantKept:       map[string]float64{"tn": 50, "fn": 60},
+			wantSuppressed: []string{"fp", "tp"},
 		},
 		{
 			name:           "non-count metrics are not held to the floor",

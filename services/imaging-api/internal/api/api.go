@@ -20,6 +20,7 @@ import (
 
 	"github.com/flip-trust/node/services/imaging-api/internal/cohortids"
 	"github.com/flip-trust/node/services/imaging-api/internal/imagecache"
+	"github.com/flip-trust/node/shared/disclosure"
 	"github.com/flip-trust/node/shared/envelope"
 	"github.com/flip-trust/node/shared/httpx"
 	"github.com/flip-trust/node/shared/logging"
@@ -49,6 +50,9 @@ type Options struct {
 	Verifier        *mesh.Verifier
 	ReimportEnabled bool
 	Logger          *slog.Logger
+	// Disclosure is the floor and rounding import status counts pass; the
+	// zero value means COHORT_QUERY_THRESHOLD's default (10), no rounding.
+	Disclosure disclosure.Policy
 	// Background runs work that outlives its request (imports after
 	// provisioning, reimports); it must finish before shutdown completes.
 	Background func(fn func(ctx context.Context))
@@ -61,6 +65,9 @@ type API struct{ o Options }
 func New(o Options) *API {
 	if o.Logger == nil {
 		o.Logger = logging.Discard()
+	}
+	if !o.Disclosure.Valid() {
+		o.Disclosure = disclosure.MustPolicy(10, 0, 0)
 	}
 	if o.Background == nil {
 		o.Background = func(fn func(context.Context)) { go fn(context.Background()) }
@@ -297,27 +304,27 @@ func decodeQuery(r *http.Request) (string, error) {
 	return string(b), nil
 }
 
-func (a *API) importStatus(r *http.Request) (ProjectRetrieval, error) {
+func (a *API) importStatus(r *http.Request) (disclosure.Released, error) {
 	p, err := a.project(r)
 	if err != nil {
-		return ProjectRetrieval{}, err
+		return disclosure.Released{}, err
 	}
 	query, err := decodeQuery(r)
 	if err != nil {
-		return ProjectRetrieval{}, err
+		return disclosure.Released{}, err
 	}
 	ids, err := a.o.Cohorts.AccessionIDs(r.Context(), p.SecondaryID, query)
 	if errors.Is(err, cohortids.ErrBelowThreshold) {
-		return ProjectRetrieval{}, httpx.NewError(http.StatusForbidden, DetailBelowThreshold)
+		return disclosure.Released{}, httpx.NewError(http.StatusForbidden, DetailBelowThreshold)
 	}
 	if err != nil {
-		return ProjectRetrieval{}, err
+		return disclosure.Released{}, err
 	}
 	counts, err := a.o.Backend.ImportStatus(r.Context(), p.ID, ids)
 	if err != nil {
-		return ProjectRetrieval{}, storeError(r, err, DetailProjectNotFound)
+		return disclosure.Released{}, storeError(r, err, DetailProjectNotFound)
 	}
-	return ProjectRetrieval{ProjectCreationCompleted: true, ImportStatus: counts}, nil
+	return disclosure.Seal(releasedRetrieval{ProjectCreationCompleted: true, ImportStatus: ReleaseCounts(a.o.Disclosure, counts)})
 }
 
 type accepted struct {

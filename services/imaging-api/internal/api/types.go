@@ -1,5 +1,7 @@
 package api
 
+import "github.com/flip-trust/node/shared/disclosure"
+
 // Project is FLIP's project shape (XNAT's project listing).
 type Project struct {
 	PIFirstname string `json:"pi_firstname"`
@@ -88,7 +90,46 @@ type ImportCounts struct {
 	QueueFailed int `json:"queue_failed_count"`
 }
 
-// ProjectRetrieval is FLIP's import status answer.
+// ReleasedCounts are the five import counts as they leave the trust: each
+// passed the disclosure layer, and a withheld count is JSON null (never a
+// 0 that would read as "none").
+type ReleasedCounts struct {
+	Successful  disclosure.Cell `json:"successful_count"`
+	Failed      disclosure.Cell `json:"failed_count"`
+	Processing  disclosure.Cell `json:"processing_count"`
+	Queued      disclosure.Cell `json:"queued_count"`
+	QueueFailed disclosure.Cell `json:"queue_failed_count"`
+}
+
+// ReleaseCounts passes a cohort's import counts through the disclosure
+// layer (FLIP#858): the five states partition the cohort's accessions, and
+// the cohort's size is treated as known to the reader, so the counts are
+// one table with a released total — a state with 0 < n < floor is withheld
+// with its complements, and a cohort under the floor has every non-zero
+// count withheld. Counts are of accessions, each of which belongs to one
+// subject, so a count at or above the floor may still cover fewer subjects.
+func ReleaseCounts(p disclosure.Policy, c ImportCounts) ReleasedCounts {
+	n := []disclosure.Subjects{disclosure.Subjects(c.Successful), disclosure.Subjects(c.Failed),
+		disclosure.Subjects(c.Processing), disclosure.Subjects(c.Queued), disclosure.Subjects(c.QueueFailed)}
+	v := p.Vector(n, true)
+	if v.Total.IsSuppressed() {
+		for i := range n {
+			if n[i] > 0 {
+				v.Cells[i] = disclosure.Suppressed
+			}
+		}
+	}
+	return ReleasedCounts{v.Cells[0], v.Cells[1], v.Cells[2], v.Cells[3], v.Cells[4]}
+}
+
+// releasedRetrieval is the import status answer as it leaves the trust.
+type releasedRetrieval struct {
+	ProjectCreationCompleted bool           `json:"project_creation_completed"`
+	ImportStatus             ReleasedCounts `json:"import_status"`
+}
+
+// ProjectRetrieval is FLIP's import status answer as a client reads it (a
+// withheld count reads as 0 here; see ReleasedCounts for what is sent).
 type ProjectRetrieval struct {
 	ProjectCreationCompleted bool         `json:"project_creation_completed"`
 	ImportStatus             ImportCounts `json:"import_status"`

@@ -14,6 +14,7 @@ import (
 	"github.com/flip-trust/node/services/imaging-api/internal/api"
 	"github.com/flip-trust/node/services/imaging-api/internal/cohortids"
 	"github.com/flip-trust/node/services/imaging-api/internal/imagecache"
+	"github.com/flip-trust/node/shared/disclosure"
 	"github.com/flip-trust/node/shared/envelope"
 	"github.com/flip-trust/node/shared/httpx"
 	"github.com/flip-trust/node/shared/logging"
@@ -103,7 +104,10 @@ func Serve(t testing.TB, backend api.Backend, cohortsURL string, cache *imagecac
 		Cache:           cache,
 		Cipher:          cipher,
 		ReimportEnabled: true,
-		Verifier:        mesh.NewVerifier("imaging-api", []byte(Key), mesh.HeaderInternalKey, logging.Discard()),
+		// A floor of 1: the route tests follow imports of a few studies;
+		// the disclosure of status counts has its own tests.
+		Disclosure: disclosure.MustPolicy(1, 0, 0),
+		Verifier:   mesh.NewVerifier("imaging-api", []byte(Key), mesh.HeaderInternalKey, logging.Discard()),
 	})
 	a.Mount(srv.Router())
 	hs := httptest.NewServer(srv.Handler())

@@ -107,7 +107,7 @@ func New(cfg config.Config, logger *slog.Logger, reg *prometheus.Registry, build
 		Backend: backend,
 		Cohorts: cohortids.New(cfg.DataAccessURL, cipher, mesh.NewSigner(Service, []byte(cfg.InternalKey)), mesh.ModeJWT, cfg.InternalKeyHeader),
 		Cache:   cache, Cipher: cipher, Verifier: verifier, ReimportEnabled: cfg.ReimportEnabled, Logger: logger,
-		Background: a.background,
+		Disclosure: cfg.Disclosure, Background: a.background,
 	})
 	a.api.Mount(a.server.Router())
 	return a, nil

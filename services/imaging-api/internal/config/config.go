@@ -9,8 +9,10 @@ import (
 	"time"
 
 	sharedcfg "github.com/flip-trust/node/shared/config"
+	"github.com/flip-trust/node/shared/disclosure"
 	"github.com/flip-trust/node/shared/logging"
 	"github.com/flip-trust/node/shared/mesh"
+	"github.com/flip-trust/node/shared/sitepolicy"
 )
 
 // Backends.
@@ -55,6 +57,15 @@ type Config struct {
 	AESKeyBase64      string
 	InternalKey       string
 	InternalKeyHeader string
+
+	// Threshold is the trust's disclosure floor (COHORT_QUERY_THRESHOLD).
+	Threshold int
+	// SitePolicyFile is the site policy TOML (SITE_POLICY_FILE); "" means
+	// the defaults.
+	SitePolicyFile string
+	// Disclosure is the floor and rounding import status counts pass:
+	// COHORT_QUERY_THRESHOLD raised by the site policy.
+	Disclosure disclosure.Policy
 }
 
 // Load reads the configuration through getenv and validates it.
@@ -103,7 +114,17 @@ func Load(getenv func(string) string) (Config, error) {
 		InternalKey:       l.Secret("TRUST_INTERNAL_SERVICE_KEY", false),
 		InternalKeyHeader: l.String("TRUST_INTERNAL_SERVICE_KEY_HEADER", mesh.HeaderInternalKey),
 	}
-	return c, errors.Join(l.Err(), c.validate())
+	c.Threshold = l.Int("COHORT_QUERY_THRESHOLD", 10)
+	c.SitePolicyFile = l.String(sitepolicy.EnvFile, "")
+	err := errors.Join(l.Err(), c.validate())
+	if c.Threshold <= 0 {
+		err = errors.Join(err, fmt.Errorf("COHORT_QUERY_THRESHOLD: must be a positive integer (got %d)", c.Threshold))
+	} else if site, serr := sitepolicy.Load(c.SitePolicyFile, int64(c.Threshold)); serr != nil {
+		err = errors.Join(err, serr)
+	} else if c.Disclosure, serr = site.Disclosure(int64(c.Threshold)); serr != nil {
+		err = errors.Join(err, serr)
+	}
+	return c, err
 }
 
 func (c Config) validate() error {
@@ -168,7 +189,8 @@ func (c Config) Version(fallback string) string {
 // Safe is a redacted view of c for the startup log.
 func (c Config) Safe() map[string]any {
 	return map[string]any{
-		"ENV": c.Env, "LOG_LEVEL": c.LogLevel, "IMAGING_API_ADDR": c.Addr, "IMAGING_API_DATA_DIR": c.DataDir,
+		"ENV": c.Env, "LOG_LEVEL": c.LogLevel, "IMAGING_API_ADDR": c.Addr,
+		"COHORT_QUERY_THRESHOLD": c.Threshold, "SITE_POLICY_FILE": c.SitePolicyFile, "IMAGING_API_DATA_DIR": c.DataDir,
 		"IMAGING_BACKEND": c.Backend, "ORTHANC_URL": c.OrthancURL, "ORTHANC_USERNAME": c.OrthancUser,
 		"ORTHANC_PASSWORD": sharedcfg.Redact(c.OrthancPassword), "PACS_AETITLE": c.PACSModality,
 		"STAGING_AETITLE": c.StagingAET, "XNAT_URL": c.XNATURL, "XNAT_SERVICE_USER": c.XNATUser,

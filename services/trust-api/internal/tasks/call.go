@@ -9,8 +9,8 @@ import (
 	"io"
 	"net/http"
 	"net/url"
-	"unicode/utf8"
 
+	"github.com/flip-trust/node/shared/disclosure"
 	"github.com/flip-trust/node/shared/mesh"
 )
 
@@ -29,9 +29,6 @@ const (
 // maxResponseBytes bounds what is read from an internal service's reply.
 const maxResponseBytes = 32 << 20
 
-// maxDetail is how much of an error body becomes the error detail.
-const maxDetail = 1000
-
 // CallError is a failed internal call in FLIP's shape: its text is
 // "<status>: <detail>", which the hub splits on the first colon.
 type CallError struct {
@@ -40,6 +37,9 @@ type CallError struct {
 }
 
 func (e *CallError) Error() string { return fmt.Sprintf("%d: %s", e.Status, e.Detail) }
+
+// HTTPStatus implements disclosure.StatusCoder.
+func (e *CallError) HTTPStatus() int { return e.Status }
 
 // request describes one internal call.
 type request struct {
@@ -53,8 +53,11 @@ type request struct {
 // call performs req and returns the JSON reply (JSON null for an empty one).
 // Every failure is a *CallError: status >= 400 gives the status and the body's
 // first 1000 characters; a transport failure, a 2xx that is not JSON, or a
-// missing authentication gives 502. Error texts never contain the request URL,
-// whose query may carry an encoded cohort query.
+// missing authentication gives 502. The upstream body never becomes the
+// detail: it is reduced to its status's disclosure category (no identifiers,
+// SQL, addresses or upstream text leave in a task result), and a transport
+// failure to its category too, so error texts never contain the request URL
+// (whose query may carry an encoded cohort query) or internal addresses.
 func (e *Executor) call(ctx context.Context, r request) (json.RawMessage, error) {
 	var body io.Reader
 	if r.body != nil {
@@ -72,7 +75,7 @@ func (e *Executor) call(ctx context.Context, r request) (json.RawMessage, error)
 		req.Header.Set(k, v)
 	}
 	if err := e.auth.Apply(req, r.audience); err != nil {
-		return nil, &CallError{Status: 502, Detail: "Failed to authenticate to remote service: " + err.Error()}
+		return nil, &CallError{Status: 502, Detail: "Failed to authenticate to remote service"}
 	}
 	resp, err := e.client.Do(req)
 	if err != nil {
@@ -84,7 +87,7 @@ func (e *Executor) call(ctx context.Context, r request) (json.RawMessage, error)
 		return nil, &CallError{Status: 502, Detail: "Failed to connect to remote service: " + transportText(err)}
 	}
 	if resp.StatusCode >= 400 {
-		return nil, &CallError{Status: resp.StatusCode, Detail: truncate(string(raw), maxDetail)}
+		return nil, &CallError{Status: resp.StatusCode, Detail: disclosure.StatusCategory(resp.StatusCode)}
 	}
 	if len(raw) > maxResponseBytes {
 		return nil, &CallError{Status: 502, Detail: "External API response too large"}
@@ -98,28 +101,15 @@ func (e *Executor) call(ctx context.Context, r request) (json.RawMessage, error)
 	return json.RawMessage(raw), nil
 }
 
-// transportText describes a transport error without the URL (url.Error
-// quotes the full URL, query included).
+// transportText describes a transport error by its category only: url.Error
+// quotes the full URL (query included) and dial errors name internal
+// addresses.
 func transportText(err error) string {
 	var ue *url.Error
-	if errors.As(err, &ue) {
-		if ue.Timeout() {
-			return "request timed out"
-		}
-		return ue.Err.Error()
+	if errors.As(err, &ue) && ue.Timeout() {
+		return "request timed out"
 	}
-	return err.Error()
-}
-
-// truncate cuts s to at most n bytes on a rune boundary.
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	for n > 0 && !utf8.RuneStart(s[n]) {
-		n--
-	}
-	return s[:n]
+	return disclosure.ErrorCategory(err)
 }
 
 // MeshAuthorizer authenticates internal calls with a mesh.Signer in the

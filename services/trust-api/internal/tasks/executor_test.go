@@ -179,9 +179,10 @@ func TestCohortQuery(t *testing.T) {
 	t.Run("upstream error queues error envelope", func(t *testing.T) {
 		t.Parallel()
 		r := newRig(t, mesh.ModeJWT)
-		r.data.respond = reply(400, `{"detail":"query_failed"}`)
+		r.data.respond = reply(400, `{"detail":"query_failed: SELECT * FROM omop.person WHERE person_id = 4711"}`)
 		out := r.run(t, hubapi.CohortQuery, cohortPayload())
-		want := `400: {"detail":"query_failed"}`
+		// The upstream body is reduced to its category: no SQL or ids leave.
+		want := `400: invalid request`
 		if out.Success || out.Err != want || out.StatusCode != nil {
 			t.Fatalf("outcome %+v", out)
 		}
@@ -194,7 +195,7 @@ func TestCohortQuery(t *testing.T) {
 		p := cohortPayload()
 		delete(p, "trust_id")
 		out := r.run(t, hubapi.CohortQuery, p)
-		if out.Success || out.Err != "500: boom" || out.CohortResults != nil {
+		if out.Success || out.Err != "500: internal error" || out.CohortResults != nil {
 			t.Fatalf("outcome %+v", out)
 		}
 	})
@@ -234,7 +235,7 @@ func TestPersistCohort(t *testing.T) {
 
 	r.data.respond = reply(403, `{"detail":"Cohort too small"}`)
 	out = r.run(t, hubapi.PersistCohort, p)
-	if out.Success || out.Err != `403: {"detail":"Cohort too small"}` {
+	if out.Success || out.Err != `403: refused by policy` {
 		t.Fatalf("403 outcome %+v", out)
 	}
 }
@@ -281,7 +282,7 @@ func TestImagingHandlers(t *testing.T) {
 			name: "get_imaging_status 404 carries status_code", tt: hubapi.GetImagingStatus, payload: map[string]any{"imaging_project_id": "XNAT_P1", "encoded_query": encoded},
 			respond: reply(404, `{"detail":"Project not found"}`), method: http.MethodGet,
 			path: "/retrieval/import_status_count/XNAT_P1", query: "encoded_query=" + encoded,
-			wantErr: `404: {"detail":"Project not found"}`, wantCode: 404,
+			wantErr: `404: not found`, wantCode: 404,
 		},
 		{
 			name: "reimport_studies", tt: hubapi.ReimportStudies, payload: map[string]any{"imaging_project_id": projectUUID, "encoded_query": encoded},
@@ -301,10 +302,10 @@ func TestImagingHandlers(t *testing.T) {
 			wantErr: "502: External API returned non-JSON response",
 		},
 		{
-			name: "long error body is cut at 1000", tt: hubapi.ReimportStudies, payload: map[string]any{"imaging_project_id": projectUUID, "encoded_query": encoded},
-			respond: reply(500, strings.Repeat("é", 800)), method: http.MethodPut,
+			name: "upstream error text never leaves", tt: hubapi.ReimportStudies, payload: map[string]any{"imaging_project_id": projectUUID, "encoded_query": encoded},
+			respond: reply(500, `{"detail":"jane.doe@nhs.example.uk ACC-0042 "}`+strings.Repeat("é", 800)), method: http.MethodPut,
 			path: "/retrieval/reimport_imaging_project_studies/" + projectUUID, query: "encoded_query=" + encoded,
-			wantErr: "500: " + strings.Repeat("é", 500),
+			wantErr: "500: internal error",
 		},
 	}
 	for _, tc := range tests {
