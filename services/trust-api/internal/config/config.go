@@ -21,6 +21,7 @@ import (
 	"github.com/flip-trust/node/shared/hubapi"
 	"github.com/flip-trust/node/shared/logging"
 	"github.com/flip-trust/node/shared/mesh"
+	"github.com/flip-trust/node/shared/sitepolicy"
 )
 
 // JournalFile is the journal's file name inside DataDir.
@@ -91,7 +92,12 @@ type Config struct {
 	// ReviewerKey authenticates reviewers (EGRESS_REVIEWER_KEY, secret);
 	// empty turns the reviewer API off.
 	ReviewerKey string
-	// Budgets are the per-project privacy budgets (PRIVACY_BUDGETS).
+	// SitePolicy names where the site policy came from
+	// ("SITE_POLICY_FILE=<path>" or "defaults").
+	SitePolicy string
+	// Budgets are the per-project privacy budgets: the site policy file's
+	// [budget."<project>"] tables and PRIVACY_BUDGETS, the smaller ε and δ
+	// where both name a project.
 	Budgets budget.Budgets
 }
 
@@ -141,7 +147,19 @@ func Load(getenv func(string) string) (Config, error) {
 	c.ReviewAddr = l.String("EGRESS_REVIEW_ADDR", DefaultReviewAddr)
 	c.ReviewAllowRemote = l.Bool("EGRESS_REVIEW_ALLOW_REMOTE", false)
 	c.ReviewerKey = l.Secret("EGRESS_REVIEWER_KEY", false)
-	c.EgressReviewExpiry = 72 * time.Hour
+	// The site policy file (SITE_POLICY_FILE) sets review modes, the review
+	// expiry and budgets; EGRESS_REVIEW and PRIVACY_BUDGETS can only make
+	// them stricter.
+	site := sitepolicy.Default()
+	if path := strings.TrimSpace(getenv(sitepolicy.EnvFile)); path != "" {
+		if p, err := sitepolicy.Load(path, int64(l.Int("COHORT_QUERY_THRESHOLD", 10))); err != nil {
+			l.Problem("%v", err)
+		} else {
+			site = p
+		}
+	}
+	c.SitePolicy = site.Source
+	c.EgressReviewExpiry = site.Expiry
 	if v := strings.TrimSpace(getenv("EGRESS_REVIEW_EXPIRY")); v != "" {
 		d, err := time.ParseDuration(v)
 		if err != nil {
@@ -150,17 +168,24 @@ func Load(getenv func(string) string) (Config, error) {
 			c.EgressReviewExpiry = d
 		}
 	}
+	filePolicy := egress.Policy{}
+	for ch, m := range site.Review {
+		if mode, err := egress.ParseMode(m.String()); err == nil && mode != egress.Release {
+			filePolicy[egress.Channel(ch)] = mode
+		}
+	}
+	c.EgressReview = filePolicy
 	if p, err := egress.ParsePolicy(getenv("EGRESS_REVIEW")); err != nil {
 		l.Problem("EGRESS_REVIEW: %v", err)
 	} else {
-		c.EgressReview = p
+		c.EgressReview = filePolicy.Merge(p)
 	}
 	budgets, err := budget.ParseBudgets(getenv("PRIVACY_BUDGETS"))
 	if err != nil {
 		l.Problem("PRIVACY_BUDGETS: %v", err)
 		budgets = nil // reported once, here
 	}
-	c.Budgets = budgets
+	c.Budgets = mergeBudgets(site.Budgets, budgets)
 	mode, err := mesh.ParseAuthMode(getenv("TRUST_INTERNAL_AUTH"))
 	if err != nil {
 		l.Problem("TRUST_INTERNAL_AUTH: %q is not one of jwt, key", strings.TrimSpace(getenv("TRUST_INTERNAL_AUTH")))
@@ -381,6 +406,7 @@ func (c Config) Safe() map[string]any {
 		"EGRESS_REVIEW_ALLOW_REMOTE":        c.ReviewAllowRemote,
 		"EGRESS_REVIEWER_KEY":               sharedcfg.Redact(c.ReviewerKey),
 		"PRIVACY_BUDGETS":                   c.Budgets,
+		"SITE_POLICY_FILE":                  c.SitePolicy,
 	}
 }
 
@@ -392,4 +418,23 @@ func safeURL(s string) string {
 	}
 	u.User = nil
 	return u.String()
+}
+
+// mergeBudgets joins the site policy file's budgets with PRIVACY_BUDGETS;
+// where both name a project the smaller ε and the smaller δ apply.
+func mergeBudgets(file map[string]sitepolicy.Budget, env budget.Budgets) budget.Budgets {
+	if len(file) == 0 && env == nil {
+		return nil
+	}
+	out := budget.Budgets{}
+	for p, b := range file {
+		out[p] = budget.Budget{Epsilon: b.Epsilon, Delta: b.Delta}
+	}
+	for p, b := range env {
+		if f, ok := out[p]; ok {
+			b = budget.Budget{Epsilon: min(f.Epsilon, b.Epsilon), Delta: min(f.Delta, b.Delta)}
+		}
+		out[p] = b
+	}
+	return out
 }
