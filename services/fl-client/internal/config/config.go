@@ -10,12 +10,14 @@ import (
 	"math"
 	"net"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 
 	sharedcfg "github.com/flip-trust/node/shared/config"
 	"github.com/flip-trust/node/shared/logging"
 	"github.com/flip-trust/node/shared/mesh"
+	"github.com/flip-trust/node/shared/sitepolicy"
 )
 
 // Runners.
@@ -53,6 +55,8 @@ type Config struct {
 	Runner        string
 	DockerHost    string
 	AllowedImages []string
+	// SitePolicy names the site policy file applied ("" when none).
+	SitePolicy string
 	// ProcessJobs maps a job name to the command the process runner runs.
 	ProcessJobs map[string][]string
 	JobUser     string
@@ -131,7 +135,47 @@ func Load(getenv func(string) string) (Config, error) {
 		l.Problem("FL_PROCESS_JOBS: %v", err)
 	}
 	c.ProcessJobs = jobs
+	if path := strings.TrimSpace(getenv(sitepolicy.EnvFile)); path != "" {
+		site, err := sitepolicy.Load(path, int64(l.Int("COHORT_QUERY_THRESHOLD", 10)))
+		if err != nil {
+			l.Problem("%v", err)
+		} else {
+			c.applySitePolicy(site, getenv, l)
+		}
+	}
 	return c, errors.Join(l.Err(), c.validate())
+}
+
+// applySitePolicy takes the site policy file's DP parameters, floor and
+// image digests. The environment may only be stricter: a noise multiplier
+// below the file's, or an allowed image the file does not list, is a
+// problem; the metrics floor is the larger of FL_MIN_COUNT and the file's.
+func (c *Config) applySitePolicy(site *sitepolicy.Policy, getenv func(string) string, l *sharedcfg.Loader) {
+	c.SitePolicy = site.Source
+	if site.DP.Set {
+		if strings.TrimSpace(getenv("FL_DP_CLIP_NORM")) == "" {
+			c.ClipNorm = site.DP.ClipNorm
+		}
+		if strings.TrimSpace(getenv("FL_DP_NOISE_MULTIPLIER")) == "" {
+			c.NoiseMultiplier = site.DP.NoiseMultiplier
+		} else if c.NoiseMultiplier < site.DP.NoiseMultiplier {
+			l.Problem("FL_DP_NOISE_MULTIPLIER: %v is below the site policy's dp.noise_multiplier %v", c.NoiseMultiplier, site.DP.NoiseMultiplier)
+		}
+	}
+	c.MinCount = max(c.MinCount, site.Floor)
+	if len(site.Images) == 0 {
+		return
+	}
+	if len(c.AllowedImages) == 0 {
+		c.AllowedImages = slices.Clone(site.Images)
+		return
+	}
+	for _, ref := range c.AllowedImages {
+		i := strings.Index(ref, "sha256:")
+		if i < 0 || !slices.Contains(site.Images, ref[i:]) {
+			l.Problem("FL_ALLOWED_IMAGES: %q is not among the site policy's [images] allowed digests", ref)
+		}
+	}
 }
 
 // list splits a comma-separated value, dropping empty items.
@@ -262,7 +306,7 @@ func (c Config) Safe() map[string]any {
 		"FL_CLIENT_CERT_FILE": c.CertFile, "FL_POLL_WAIT_SECONDS": c.PollWait.Seconds(),
 		"DATA_ACCESS_API_URL": c.DataAccessURL, "IMAGING_API_URL": c.ImagingURL, "IMAGES_DIR": c.ImagesDir,
 		"NET_ID": c.NetID, "TRUST_INTERNAL_SERVICE_KEY": sharedcfg.Redact(c.InternalKey),
-		"FL_RUNNER": c.Runner, "FL_ALLOWED_IMAGES": c.AllowedImages, "FL_PROCESS_JOBS": jobs,
+		"FL_RUNNER": c.Runner, "FL_ALLOWED_IMAGES": c.AllowedImages, "FL_PROCESS_JOBS": jobs, "SITE_POLICY_FILE": c.SitePolicy,
 		"FL_JOB_USER": c.JobUser, "FL_JOB_MEMORY_MIB": c.JobMemory >> 20, "FL_JOB_CPUS": c.JobCPUs,
 		"FL_JOB_TIMEOUT_SECONDS": c.JobTimeout.Seconds(), "FL_DP_CLIP_NORM": c.ClipNorm,
 		"FL_DP_NOISE_MULTIPLIER": c.NoiseMultiplier, "FL_METRICS_ALLOW": c.AllowMetrics,
