@@ -19,6 +19,7 @@ import (
 	"net/http"
 	"net/url"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -181,7 +182,66 @@ func auditShow(args []string, env Env) error {
 	if err != nil {
 		return err
 	}
-	return ledger.Show(env.Stdout, entries)
+	if err := ledger.Show(env.Stdout, entries); err != nil {
+		return err
+	}
+	if *budget {
+		return showBudgets(env.Stdout, entries)
+	}
+	return nil
+}
+
+// showBudgets prints, per project, the budget and what its spends left: the
+// figures of the project's latest dp_spend entry, whose rules carry the
+// project's composed ε after the spend and its budget.
+func showBudgets(w io.Writer, entries []ledger.Entry) error {
+	type row struct {
+		budget, spent, delta string
+		jobs                 int
+	}
+	rows := map[string]*row{}
+	var order []string
+	for _, e := range entries {
+		if e.Kind != ledger.KindDPSpend {
+			continue
+		}
+		r := rows[e.Project]
+		if r == nil {
+			r = &row{}
+			rows[e.Project] = r
+			order = append(order, e.Project)
+		}
+		r.jobs++
+		for _, rule := range e.Rules {
+			k, v, _ := strings.Cut(rule, "=")
+			switch k {
+			case "epsilon_budget":
+				r.budget = v
+			case "epsilon_spent":
+				r.spent = v
+			case "delta":
+				r.delta = v
+			}
+		}
+	}
+	fmt.Fprintln(w)
+	if len(order) == 0 {
+		_, err := fmt.Fprintln(w, "no privacy budget spends")
+		return err
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "PROJECT\tJOBS\tEPSILON BUDGET\tEPSILON SPENT\tEPSILON REMAINING\tDELTA")
+	for _, p := range order {
+		r := rows[p]
+		remaining := "?"
+		b, errB := strconv.ParseFloat(r.budget, 64)
+		sp, errS := strconv.ParseFloat(r.spent, 64)
+		if errB == nil && errS == nil {
+			remaining = strconv.FormatFloat(max(b-sp, 0), 'f', 4, 64)
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\n", p, r.jobs, dash(r.budget), dash(r.spent), remaining, dash(r.delta))
+	}
+	return tw.Flush()
 }
 
 // reviewClient calls the reviewer API.

@@ -108,3 +108,40 @@ func TestReviewCommands(t *testing.T) {
 		t.Fatalf("no key = %d", code)
 	}
 }
+
+// audit show --budget lists the spends and, per project, what remains.
+func TestAuditShowBudget(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	l, err := ledger.Open(dir, ledger.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, spent := range []string{"1.25", "2.5"} {
+		if _, err := l.Append(ledger.Record{Channel: "fl_weights", TaskID: "job-" + spent, Project: "proj-a", Kind: ledger.KindDPSpend,
+			Rules: []string{"epsilon_job=1.25", "epsilon_spent=" + spent, "epsilon_budget=8", "delta=1e-05"}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	size, sum := ledger.Digest([]byte("x"))
+	if _, err := l.Append(ledger.Record{Channel: "cohort_results", TaskID: "t", Project: "proj-a", Kind: "cohort_results", Size: size, SHA256: sum}); err != nil {
+		t.Fatal(err)
+	}
+	_ = l.Close()
+	code, out, errs := runCLI(map[string]string{"AUDIT_LEDGER_DIR": dir}, "audit", "show", "--budget")
+	if code != 0 {
+		t.Fatalf("show --budget = %d %q", code, errs)
+	}
+	if strings.Contains(out, "cohort_results") || !strings.Contains(out, "job-2.5") {
+		t.Errorf("the spend table lists other entries or misses a spend:\n%s", out)
+	}
+	var summary string
+	for _, line := range strings.Split(out, "\n") {
+		if strings.HasPrefix(line, "proj-a ") {
+			summary = strings.Join(strings.Fields(line), " ")
+		}
+	}
+	if summary != "proj-a 2 8 2.5 5.5000 1e-05" {
+		t.Errorf("budget summary = %q, want project, 2 jobs, budget 8, spent 2.5, remaining 5.5, delta\n%s", summary, out)
+	}
+}
