@@ -71,7 +71,10 @@ func TestXNATBackendProcess(t *testing.T) {
 		"IMAGING_API_DATA_DIR=" + filepath.Join(tmp, "data"), "BASE_IMAGES_DOWNLOAD_DIR=" + filepath.Join(tmp, "images"),
 		"XNAT_URL=" + srv.URL, "XNAT_SERVICE_USER=" + xnattest.DefaultUsername, "XNAT_SERVICE_PASSWORD=" + xnattest.DefaultPassword,
 		"XNAT_DATABASE_URL=" + readerURL, "XNAT_DATASOURCE_PASSWORD=reader-pw-0123", "XNAT_PORT=8104", "DCM2NIIX_IMAGE=example.org/dcm2niix:1",
-		"DATA_ACCESS_API_URL=" + dapi.URL, "AES_KEY_BASE64=" + aes, "TRUST_INTERNAL_SERVICE_KEY=" + key, "LOG_LEVEL=DEBUG"})
+		"DATA_ACCESS_API_URL=" + dapi.URL, "AES_KEY_BASE64=" + aes, "TRUST_INTERNAL_SERVICE_KEY=" + key, "LOG_LEVEL=DEBUG",
+		// The fixture's four accessions are below the default floor of 10,
+		// which would suppress every status count this test reads.
+		"COHORT_QUERY_THRESHOLD=1"})
 	base := "http://" + addr
 	proctest.WaitHTTP(t, base+"/health")
 
