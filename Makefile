@@ -36,6 +36,8 @@ test: deps ## Run every module's tests with the race detector (unit, end to end,
 	(cd shared && $(GO) test -run '^$$' -fuzz '^FuzzOpen$$' -fuzztime $(FUZZTIME) ./envelope 2>&1 | tail -n 3) || fail=1; \
 	echo "=== fuzz: SQL guard for $(FUZZTIME)"; \
 	(cd services/data-access-api && $(GO) test -run '^$$' -fuzz '^FuzzCheck$$' -fuzztime $(FUZZTIME) ./internal/guard 2>&1 | tail -n 3) || fail=1; \
+	echo "=== e2e-compose: the images and the compose stack on the Docker Engine"; \
+	$(MAKE) --no-print-directory e2e-compose || fail=1; \
 	bash scripts/test-summary.sh /tmp/flip-test-*.log; exit $$fail
 
 .PHONY: fuzz
@@ -74,6 +76,30 @@ bench-imaging: ## 1,000 instances PACS -> staging through imaging-api vs straigh
 .PHONY: demo
 demo: deps build ## Run a trust node with a dev hub: cohort queries, then imaging PACS -> staging with progress and an FL download
 	@bash scripts/demo.sh
+
+.PHONY: base-images
+base-images: ## Build the local stand-ins for the public base images (debootstrap + this host's Go; no pull; kept once built)
+	@bash scripts/base-images.sh >/dev/null
+
+.PHONY: images
+images: ## Build every image (services and dev stores); IMAGES_BASES=public uses the public base images
+	@bash scripts/images.sh
+
+.PHONY: bundle
+bundle: images ## Save the four service images into bin/bundle with a SHA-256 manifest (scripts/load-bundle.sh loads it)
+	@bash scripts/bundle.sh bin/bundle
+
+.PHONY: bundle-test
+bundle-test: ## Show that a tampered image bundle is refused and nothing is loaded
+	@bash scripts/bundle-test.sh
+
+.PHONY: compose-config
+compose-config: ## Check the compose files: invariants (compose-go) and docker-compose v1 config
+	@cd compose && $(GO) test -count=1 ./...
+
+.PHONY: e2e-compose
+e2e-compose: ## Build the images, run compose.yaml + compose.dev.yaml, a cohort query and an imaging import from dev-hub, tear down
+	@bash scripts/e2e-compose.sh
 
 .PHONY: clean
 clean: ## Remove build outputs
