@@ -23,6 +23,8 @@ STATIC_IMAGE=flip-local/static-debian12:nonroot
 BASE_IMAGE=flip-local/base-debian12:nonroot
 
 log() { echo "base-images: $*" >&2; }
+# The legacy builder (no BuildKit on such hosts) warns on every build; keep errors.
+quiet() { grep -v -e '^DEPRECATED: The legacy builder' -e 'Install the buildx component' -e 'docs.docker.com/go/buildx' -e '^$' >&2 || true; }
 have() { [[ ${BASE_REBUILD:-0} != 1 ]] && docker image inspect "$1" >/dev/null 2>&1; }
 
 if ! have "$DEBIAN_IMAGE"; then
@@ -49,7 +51,7 @@ if ! have "$GO_IMAGE"; then
 	tar -C "$goroot/.." --transform "s,^$(basename "$goroot"),go," --exclude="$(basename "$goroot")/test" \
 		-cf - "$(basename "$goroot")" -C "$PWD/scripts/base-images" --transform 's,^golang.Dockerfile$,Dockerfile,' golang.Dockerfile \
 		-C /etc/ssl/certs ca-certificates.crt |
-		docker build -q --build-arg DEBIAN_IMAGE="$DEBIAN_IMAGE" -t "$GO_IMAGE" - >/dev/null
+		docker build -q --build-arg DEBIAN_IMAGE="$DEBIAN_IMAGE" -t "$GO_IMAGE" - >/dev/null 2> >(quiet)
 	log "built $GO_IMAGE"
 fi
 
@@ -57,7 +59,7 @@ for t in static base; do
 	img=$STATIC_IMAGE; [[ $t == base ]] && img=$BASE_IMAGE
 	have "$img" && continue
 	docker build -q --build-arg DEBIAN_IMAGE="$DEBIAN_IMAGE" --target "$t" -t "$img" \
-		-f scripts/base-images/runtime.Dockerfile scripts/base-images >/dev/null
+		-f scripts/base-images/runtime.Dockerfile scripts/base-images >/dev/null 2> >(quiet)
 	log "built $img"
 done
 
