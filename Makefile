@@ -83,6 +83,30 @@ doctor: ## Pre-flight checks of every service's dependencies, one report (DOCTOR
 e2e-swarm: ## The node as a Swarm stack with local images (make images first): healthy services, a cohort query via dev-hub, doctor; not part of make test
 	@bash scripts/e2e-swarm.sh
 
+.PHONY: base-images
+base-images: ## Build the local stand-ins for the public base images (debootstrap + this host's Go; no pull; kept once built)
+	@bash scripts/base-images.sh >/dev/null
+
+.PHONY: images
+images: ## Build every image (services and dev stores); IMAGES_BASES=public uses the public base images
+	@bash scripts/images.sh
+
+.PHONY: bundle
+bundle: images ## Save the four service images into bin/bundle with a SHA-256 manifest (scripts/load-bundle.sh loads it)
+	@bash scripts/bundle.sh bin/bundle
+
+.PHONY: bundle-test
+bundle-test: ## Show that a tampered image bundle is refused and nothing is loaded
+	@bash scripts/bundle-test.sh
+
+.PHONY: compose-config
+compose-config: ## Check the compose files: invariants (compose-go) and docker-compose v1 config
+	@cd compose && $(GO) test -count=1 ./...
+
+.PHONY: e2e-compose
+e2e-compose: ## Build the images, run compose.yaml + compose.dev.yaml, a cohort query and an imaging import from dev-hub, tear down
+	@bash scripts/e2e-compose.sh
+
 .PHONY: clean
 clean: ## Remove build outputs
 	rm -rf $(BIN)

@@ -19,6 +19,11 @@ orthanc_new=
 command -v dcmdump >/dev/null || need+=(dcmtk)
 # imaging-api converts DICOM to NIfTI for FL jobs with dcm2niix
 command -v dcm2niix >/dev/null || need+=(dcm2niix)
+# make e2e-compose builds the images (debootstrap makes the local base
+# images) and runs the compose files on the Docker Engine
+command -v debootstrap >/dev/null || [[ -x /usr/sbin/debootstrap ]] || need+=(debootstrap)
+command -v docker >/dev/null || need+=(docker.io)
+command -v docker-compose >/dev/null || docker compose version >/dev/null 2>&1 || need+=(docker-compose)
 
 if ((${#need[@]})); then
 	if [[ $(id -u) -ne 0 ]]; then SUDO=sudo; else SUDO=; fi

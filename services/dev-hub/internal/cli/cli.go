@@ -36,10 +36,14 @@ import (
 
 // DefaultAdminURL is the admin API the commands call when neither --admin nor
 // DEV_HUB_ADMIN_URL names one.
-const DefaultAdminURL = "http://127.0.0.1:8081"
+const DefaultAdminURL = "http://127.0.0.1:" + DefaultAdminPort
+
+// DefaultAdminPort is the admin API's port when DEV_HUB_ADMIN_ADDR names none.
+const DefaultAdminPort = "8081"
 
 // Usage is the command summary printed for -h and usage errors.
 const Usage = `usage: dev-hub [--admin URL] <command> [flags]
+       dev-hub -health                    probe the admin API's /health on loopback (container healthcheck)
 
 servers:
   serve                                   run the hub API (DEV_HUB_ADDR) and the admin API (DEV_HUB_ADMIN_ADDR)
@@ -129,11 +133,19 @@ func run(ctx context.Context, args []string, env Env) error {
 	global := flag.NewFlagSet("dev-hub", flag.ContinueOnError)
 	global.SetOutput(io.Discard)
 	adminURL := global.String("admin", "", "admin API URL")
+	probe := httpx.HealthFlag(global)
 	if err := global.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return err
 		}
 		return usagef("%v", err)
+	}
+	if *probe {
+		// The container healthcheck: the admin listener's /health on loopback.
+		if code := httpx.ProbeHealth(ctx, httpx.LocalHealthURL(env.Getenv("DEV_HUB_ADMIN_ADDR"), DefaultAdminPort)); code != 0 {
+			return exitCode(code)
+		}
+		return nil
 	}
 	rest := global.Args()
 	if len(rest) == 0 {

@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -357,5 +358,39 @@ func TestSeal(t *testing.T) {
 		if code, _, errOut := run(map[string]string{"AES_KEY_BASE64": testAES}, args...); code != 2 || !strings.Contains(errOut, "usage: dev-hub") {
 			t.Fatalf("%v: exit %d %q", args, code, errOut)
 		}
+	}
+}
+
+func TestHealthProbe(t *testing.T) {
+	t.Parallel()
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/health" {
+			http.NotFound(w, r)
+			return
+		}
+		w.WriteHeader(http.StatusOK)
+	}))
+	t.Cleanup(up.Close) // the subtests run after this function returns
+	addr := strings.TrimPrefix(up.URL, "http://")
+	for _, tc := range []struct {
+		name, addr string
+		want       int
+	}{
+		{"healthy admin listener", addr, 0},
+		{"nothing listening", "127.0.0.1:1", 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			var stdout, stderr bytes.Buffer
+			env := Env{Stdout: &stdout, Stderr: &stderr, Getenv: func(k string) string {
+				if k == "DEV_HUB_ADMIN_ADDR" {
+					return tc.addr
+				}
+				return ""
+			}}
+			if code := Run(context.Background(), []string{"-health"}, env); code != tc.want {
+				t.Fatalf("-health against %s: exit %d, want %d (stderr %q)", tc.addr, code, tc.want, stderr.String())
+			}
+		})
 	}
 }
