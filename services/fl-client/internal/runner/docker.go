@@ -223,6 +223,11 @@ func (d *Docker) Run(ctx context.Context, spec Spec) (Outcome, error) {
 		if ctx.Err() != nil {
 			return Outcome{}, fmt.Errorf("task %s: job stopped: %w", spec.TaskID, ctx.Err())
 		}
+		if runCtx.Err() != nil {
+			// The job's time ran out while the engine was starting it.
+			d.kill(after, id)
+			return Classify(Exit{Code: -1, TimedOut: true, Timeout: spec.Timeout}), nil
+		}
 		return Outcome{}, fmt.Errorf("task %s: start container: %w", spec.TaskID, err)
 	}
 

@@ -360,7 +360,9 @@ func TestDockerTimeoutKillsAndRemoves(t *testing.T) {
 	t.Parallel()
 	f := newDockerFixture(t, DockerConfig{})
 	spec, rec := f.spec(t, "sleep")
-	spec.Timeout = time.Second
+	// Long enough for a loaded engine to start the container and the job
+	// to print, far shorter than the job's sleep.
+	spec.Timeout = 5 * time.Second
 	start := time.Now()
 	out, err := f.runner.Run(context.Background(), spec)
 	if err != nil {
@@ -369,8 +371,8 @@ func TestDockerTimeoutKillsAndRemoves(t *testing.T) {
 	if out.Failure != flproto.FailureTimeout {
 		t.Fatalf("outcome = %+v, want timeout", out)
 	}
-	if d := time.Since(start); d > 15*time.Second {
-		t.Fatalf("Run took %s after a 1s timeout", d)
+	if d := time.Since(start); d > 30*time.Second {
+		t.Fatalf("Run took %s after a 5s timeout", d)
 	}
 	if !rec.has("sleeping") {
 		t.Errorf("log lacks the job's output: %q", rec.lines())
