@@ -30,6 +30,9 @@ LOGS=$DEMO_DIR/logs PIDS=$DEMO_DIR/pids
 # recycled pid is never signalled.
 starttime() { awk '{print $22}' "/proc/$1/stat" 2>/dev/null || true; }
 track() { echo "$2 $(starttime "$2")" >"$PIDS/$1.pid"; }
+# service NAME: records the last background process and stops this shell
+# waiting for it (its end is not news; stop_all ends it).
+service() { track "$1" "$!"; disown "$!"; }
 ours() { # pid file -> pid when that process still runs
 	local pid st
 	read -r pid st <"$1" 2>/dev/null || return 1
@@ -116,7 +119,7 @@ STEP=0
 step() { STEP=$((STEP + 1)); printf '\n\033[1m%d. %s\033[0m\n' "$STEP" "$*"; }
 say() { printf '   %s\n' "$*"; }
 ROWS=()
-row() { ROWS+=("$1"$'\t'"$2"$'\t'"$3"$'\t'"$4"); } # step, status, time, result
+row() { ROWS+=("$1"$'\x1f'"$2"$'\x1f'"$3"$'\x1f'"$4"); } # step, status, time, result
 kv() { sed -n "s/^$2=//p" "$1" | tail -n1 | sed -E "s/^['\"](.*)['\"]\$/\1/"; }
 hub() { "$BIN/dev-hub" "$@"; }
 
@@ -157,7 +160,7 @@ orthanc() {
 	# Debian's DCMTK leaves Nagle's algorithm on, which delays every DIMSE
 	# message on loopback by tens of milliseconds; TCP_NODELAY=1 turns it off.
 	(cd "$dir" && TCP_NODELAY=1 exec "$ORTHANC" orthanc.json >"$LOGS/$1-orthanc-${2,,}.log" 2>&1) &
-	track "$1-orthanc-${2,,}" $!
+	service "$1-orthanc-${2,,}"
 }
 
 # Per trust t (trust1, trust2) the settings live in variables T_<name>_t.
@@ -182,7 +185,7 @@ start_trust_services() { # k name
 			DATA_ACCESS_POSTGRES_USER=data_analyst_reader DATA_ACCESS_POSTGRES_PASSWORD=$READER_PW OMOP_POSTGRES_DB=omop \
 			COHORT_SNAPSHOT_DIR=$d/snapshots LOG_LEVEL=INFO exec "$BIN/data-access-api" >"$LOGS/$k-data-access-api.log" 2>&1
 	) &
-	track "$k-data-access-api" $!
+	service "$k-data-access-api"
 	(
 		trust_env "$k"
 		IMAGING_API_ADDR=${P[$k.imaging]} IMAGING_API_DATA_DIR=$d/imaging BASE_IMAGES_DOWNLOAD_DIR=$d/images \
@@ -191,7 +194,7 @@ start_trust_services() { # k name
 			IMPORT_CONCURRENCY=2 IMPORT_BACKOFF_MIN_SECONDS=0.2 IMPORT_BACKOFF_MAX_SECONDS=1 LOG_LEVEL=INFO \
 			exec "$BIN/imaging-api" >"$LOGS/$k-imaging-api.log" 2>&1
 	) &
-	track "$k-imaging-api" $!
+	service "$k-imaging-api"
 	# Trust_2 holds cohort results for a local reviewer (the airlock).
 	local review=
 	[[ $k == trust2 ]] && review=cohort_results=hold
@@ -206,7 +209,7 @@ start_trust_services() { # k name
 			PRIVACY_BUDGETS=$FL_PROJECT=$BUDGET_EPS:$BUDGET_DELTA LOG_LEVEL=INFO \
 			exec "$BIN/trust-api" >"$LOGS/$k-trust-api.log" 2>&1
 	) &
-	track "$k-trust-api" $!
+	service "$k-trust-api"
 	(
 		trust_env "$k"
 		FL_SERVER_URL=http://$HUB FL_CLIENT_NAME=$n FL_CLIENT_SECRET=$(kv "$d/fl.env" FL_CLIENT_SECRET) \
@@ -215,7 +218,7 @@ start_trust_services() { # k name
 			FL_RUNNER=none FL_WORK_DIR=$d/fl FL_CLIENT_ADDR=${P[$k.flc]} FL_POLL_WAIT_SECONDS=5 IMAGES_DIR=$d/images LOG_LEVEL=INFO \
 			exec "$BIN/fl-client" >"$LOGS/$k-fl-client.log" 2>&1
 	) &
-	track "$k-fl-client" $!
+	service "$k-fl-client"
 }
 
 # task k TYPE PAYLOAD: a task for trust k through the hub; prints its result.
@@ -237,7 +240,7 @@ t0=$(now)
 DEV_HUB_ADDR=$HUB DEV_HUB_ADMIN_ADDR=$ADMIN DEV_HUB_DATA_DIR=$DEMO_DIR/hub LOG_LEVEL=WARN \
 	RATE_LIMIT_PENDING_PER_MIN=0 RATE_LIMIT_HEARTBEAT_PER_MIN=0 RATE_LIMIT_RESULT_PER_MIN=0 \
 	"$BIN/dev-hub" serve >"$LOGS/dev-hub.log" 2>&1 &
-track dev-hub $!
+service dev-hub
 wait_http "http://$ADMIN/health"
 say "dev-hub up ($(since "$t0"))"
 
@@ -291,9 +294,9 @@ for k in "${KEYS[@]}"; do
 	[[ $k == trust2 ]] && gate+=", cohort_results held for review"
 	say "$n: data-access-api ${P[$k.dapi]}, imaging-api ${P[$k.imaging]}, trust-api ${P[$k.trust]} ($gate), fl-client ${P[$k.flc]} (DP clip $DP_CLIP, σ $DP_SIGMA)"
 done
-for _ in $(seq 1 150); do
+for _ in $(seq 1 200); do
 	hub trust list >"$DEMO_DIR/trusts.txt" 2>&1 && [[ $(grep -c online "$DEMO_DIR/trusts.txt") == 2 ]] &&
-		[[ $(grep -c 'imaging-api=' "$DEMO_DIR/trusts.txt") == 2 ]] && break
+		[[ $(grep 'data-access-api=healthy' "$DEMO_DIR/trusts.txt" | grep -c 'imaging-api=healthy') == 2 ]] && break
 	sleep 0.2
 done
 [[ $(grep -c online "$DEMO_DIR/trusts.txt") == 2 ]] || { cat "$DEMO_DIR/trusts.txt"; die "the trusts did not come online"; }
@@ -337,8 +340,7 @@ for i in 0 1; do
 	k=${KEYS[$i]} n=${NAMES[$i]}
 	tid=$(kv "$DEMO_DIR/$k/kit.env" EXPECTED_TRUST_ID)
 	r=$(jq -c --arg t "$tid" '[.[] | select(.trust_id == $t)][0]' "$DEMO_DIR/cohort-results.json")
-	line=$(jq -r '"\(.record_count) records; " + ([.data[] | select(.name == "Sex") | .results[] | "\(.value) \(.count)"] | join(", ")) +
-		"; statistics: " + ([.data[].name] | join(", "))' <<<"$r" | cut -c1-150)
+	line=$(jq -r '"\(.record_count) records (" + ([.data[] | select(.name == "Sex Distribution") | .results[] | "\(.value) \(.count)"] | join(" ")) + "); " + ([.data[].name] | join(", "))' <<<"$r" | cut -c1-150)
 	st=$(hub task show "${QT[$k]}" | jq -r .status)
 	say "$n: $st in ${QSEC[$i]}; statistics at the hub: $line"
 	row "cohort query $n" "$st" "${QSEC[$i]}" "$line$([[ $k == trust2 ]] && echo ", airlock approved")"
@@ -374,6 +376,7 @@ for k in "${KEYS[@]}"; do
 done
 encoded=$(printf %s "$img_sql" | base64 -w0 | tr '+/' '-_' | tr -d '=')
 declare -A LAST DONE COUNTS POLLS
+say "status through the hub (get_imaging_status) once a second; a count under the disclosure floor of 10 is withheld: <10"
 while :; do
 	all=1
 	for k in "${KEYS[@]}"; do
@@ -405,7 +408,7 @@ accession=$(curl -fsS -H "X-Trust-Internal-Service-Key: $mesh" -H 'Content-Type:
 path=$(curl -fsS -H "X-Trust-Internal-Service-Key: $mesh" -H 'Content-Type: application/json' \
 	-d "$(jq -nc --arg e "$img_enc" --arg a "$accession" '{encrypted_central_hub_project_id: $e, accession_id: $a}')" \
 	"http://${P[$k.imaging]}/download/images/net-1?resource_type=DICOM" | jq -r '.path')
-say "Trust_1: accession $accession staged for an FL job on net-1: $(find "$path" -type f | wc -l) DICOM files under ${path#"$DEMO_DIR"/}"
+say "Trust_1: accession $accession staged for an FL job on net-1: $(find "$path" -type f | wc -l) files under ${path#"$DEMO_DIR"/}"
 row "project approval" ok "$(since "$t0")" "cohorts frozen (FL: ${FROZEN[trust1]} + ${FROZEN[trust2]} persons), imaging imported"
 
 # ---------------------------------------------------------------------------
@@ -428,16 +431,17 @@ step "federated training: 3 rounds of FedAvg (5 local epochs each), DP filter cl
 say "each round's figures are the global model's at the round's start, on both trusts' data"
 t0=$(now)
 train=$(fl_job --kind train --rounds 3 --model "$DEMO_DIR/init.safetensors")
-printed=0 r0=$(now)
+printed=0
 while :; do
 	j=$(hub fl job show "$train" --json)
-	closed=$(jq '[.rounds[] | select(.closed_at != null)] | length' <<<"$j")
-	while ((printed < closed)); do
+	nclosed=$(jq '[.rounds[] | select(.closed_at != null)] | length' <<<"$j")
+	while ((printed < nclosed)); do
 		printed=$((printed + 1))
 		m=$(metrics "$train" "$printed")
-		say "round $printed/3: $m ($(since "$r0"))"
-		row "training round $printed" "$(jq -r --argjson r "$printed" '.rounds[$r - 1] | "\(.ok)/2 ok"' <<<"$j")" "$(since "$r0")" "$m"
-		r0=$(now)
+		read -r opened closed < <(jq -r --argjson r "$printed" '.rounds[$r - 1] | "\(.opened_at) \(.closed_at)"' <<<"$j")
+		secs=$(awk -v a="$(date -d "$opened" +%s.%N)" -v b="$(date -d "$closed" +%s.%N)" 'BEGIN{printf "%.1fs", b-a}')
+		say "round $printed/3: $m (round took $secs)"
+		row "training round $printed" "$(jq -r --argjson r "$printed" '.rounds[$r - 1] | "\(.ok)/2 ok"' <<<"$j")" "$secs" "$m"
 	done
 	state=$(jq -r .state <<<"$j")
 	[[ $state == completed ]] && break
@@ -451,11 +455,13 @@ for k in "${KEYS[@]}"; do
 		jq -r '"ε \(.epsilon_job * 10 | round / 10) spent by this job; project: \(.epsilon_spent * 10 | round / 10) spent, \(.epsilon_remaining * 10 | round / 10) left"')
 	say "${NAMES[$(idx "$k")]}: privacy budget (δ $BUDGET_DELTA, budget ε $BUDGET_EPS): $spent"
 done
+say "(σ $DP_SIGMA on full-batch updates, q = 1, over 3 rounds costs a large ε: the demo shows the accounting, not a recommended setting)"
+t1=$(now)
 fin=$(fl_job --kind evaluate --model "$final")
 hub fl job wait "$fin" --timeout 4m >"$LOGS/fl-eval-final.txt" || { cat "$LOGS/fl-eval-final.txt"; die "final evaluation failed"; }
 m=$(metrics "$fin" 1)
 say "final model $final: $m"
-row "evaluation of the final model" ok "" "$m"
+row "evaluation of the final model" ok "$(since "$t1")" "$m"
 say "training and final evaluation took $(since "$t0")"
 
 # ---------------------------------------------------------------------------
@@ -465,25 +471,22 @@ for k in "${KEYS[@]}"; do
 	dir=$DEMO_DIR/$k/trust-api/audit
 	"$BIN/trust-api" audit show --dir "$dir" >"$LOGS/$k-ledger.txt"
 	entries=$(($(wc -l <"$LOGS/$k-ledger.txt") - 1))
-	say "$n: $entries entries (full table: logs/$k-ledger.txt); by channel and kind:"
-	awk 'NR > 1 {c[$3 " " $4]++} END {for (k in c) print k, c[k]}' "$LOGS/$k-ledger.txt" | sort |
-		awk '{printf "     %-16s %-22s %3d\n", $1, $2, $3}'
-	say "$n: trust-api audit show --budget"
-	"$BIN/trust-api" audit show --dir "$dir" --budget | sed 's/^/     /'
-	say "$n: trust-api audit show --channel fl_weights (the model updates and the spend)"
-	"$BIN/trust-api" audit show --dir "$dir" --channel fl_weights | cut -c1-160 | sed 's/^/     /'
+	say "$n: trust-api audit show ($entries entries; rules and full width in logs/$k-ledger.txt)"
+	# tabwriter columns: SEQ TIME CHANNEL KIND TASK PROJECT SIZE SHA256 APPROVED_BY RULES
+	awk -F '  +' '{if ($4 == "dp_spend") {$9 = $8; $8 = "-"}; t = $2; sub(/^[0-9-]+T/, "", t); printf "     %-4s %-9s %-15s %-19s %-9s %-5s %-13s %s\n", $1, t, $3, $4, substr($5, 1, 8), $7, $8, $9}' "$LOGS/$k-ledger.txt"
+	say "$n: trust-api audit show --budget: $("$BIN/trust-api" audit show --dir "$dir" --budget | awk 'NR > 1 {print $NF}' | tr ',' ' ')"
 	say "$n: trust-api audit verify"
 	if out=$("$BIN/trust-api" audit verify --dir "$dir" 2>&1); then vr=ok; else vr=FAILED; fi
 	sed 's/^/     /' <<<"$out"
 	[[ $vr == ok ]] || die "$n: the ledger does not verify"
-	row "ledger $n" "verify $vr" "" "$entries entries, $(grep -c ' dp_spend ' "$LOGS/$k-ledger.txt") dp_spend, $(grep -c ' cohort_results ' "$LOGS/$k-ledger.txt") cohort_results"
+	row "ledger $n" "verify $vr" "" "$entries entries, $(grep -c ' dp_spend ' "$LOGS/$k-ledger.txt") dp_spend, $(grep -c ' model_update ' "$LOGS/$k-ledger.txt") model updates, $(grep -c 'Demo Reviewer' "$LOGS/$k-ledger.txt") reviewer-approved"
 done
 
 # ---------------------------------------------------------------------------
 step "summary"
 {
 	printf '%-34s %-12s %-8s %s\n' STEP STATUS TIME RESULT
-	for r in "${ROWS[@]}"; do IFS=$'\t' read -r a b c d <<<"$r"; printf '%-34s %-12s %-8s %s\n' "$a" "$b" "${c:--}" "$d"; done
+	for r in "${ROWS[@]}"; do IFS=$'\x1f' read -r a b c d <<<"$r"; printf '%-34s %-12s %-8s %s\n' "$a" "$b" "${c:--}" "$d"; done
 	printf '%-34s %-12s %-8s %s\n' "whole demo" ok "$(since "$DEMO_START")" "logs and state in $DEMO_DIR"
 } | tee "$DEMO_DIR/summary.txt" | sed 's/^/   /'
 finished=1
