@@ -88,6 +88,8 @@ fi
 mkdir -p "$LOGS" "$PIDS"
 chmod 711 "$DEMO_DIR" # the database servers run as the postgres user
 
+DOWN="make demo-down"
+[[ $DEMO_DIR == "$PWD/.demo" ]] || DOWN="DEMO_DIR=$DEMO_DIR make demo-down"
 DEMO_START=$(date +%s.%N)
 finished=0
 on_exit() {
@@ -97,10 +99,10 @@ on_exit() {
 		echo "demo: FAILED (exit $rc); logs in $LOGS"
 	fi
 	if [[ ${DEMO_KEEP:-0} == 1 ]]; then
-		echo "demo: DEMO_KEEP=1, the processes keep running; make demo-down stops them and removes $DEMO_DIR"
+		echo "demo: DEMO_KEEP=1, the processes keep running; $DOWN stops them and removes $DEMO_DIR"
 	else
 		stop_all
-		((finished)) && echo "demo: processes stopped; logs and state in $DEMO_DIR (make demo-down removes it)"
+		((finished)) && echo "demo: processes stopped; logs and state in $DEMO_DIR ($DOWN removes it)"
 	fi
 }
 trap on_exit EXIT
