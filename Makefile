@@ -72,8 +72,12 @@ bench-imaging: ## 1,000 instances PACS -> staging through imaging-api vs straigh
 	@cd services/imaging-api && $(GO) run ./cmd/bench-imaging
 
 .PHONY: demo
-demo: deps build ## Run a trust node with a dev hub: cohort queries, then imaging PACS -> staging with progress and an FL download
+demo: deps build ## Two trust nodes and a dev hub as processes: cohort queries, airlock, imaging, FL with DP, ledgers (DEMO_DIR, DEMO_KEEP=1)
 	@bash scripts/demo.sh
+
+.PHONY: demo-down
+demo-down: ## Stop what make demo left running and remove its folder (DEMO_DIR, default .demo)
+	@bash scripts/demo.sh down
 
 .PHONY: doctor
 doctor: ## Pre-flight checks of every service's dependencies, one report (DOCTOR_ARGS="--stack flip" or "--compose trust1"; default: bin/ with this environment)
