@@ -11,8 +11,13 @@
 // One process writes a ledger (it holds an advisory lock on egress.lock while
 // open); within that process a *Ledger is safe for concurrent use: Append
 // calls are serialized and each returns only once its line and, when a file
-// was created or renamed, the directory are fsynced. Readers (Verify, Walk)
-// may run at any time, from any process, and only read.
+// was created or renamed, the directory are fsynced. Appends that arrive
+// while an fsync is under way are written behind it and share the next one
+// (group commit), so concurrent writers do not queue for one fsync each. A
+// failed fsync closes the ledger (ErrClosed): whether the lines it covered
+// reached the disk is unknown, so nothing is chained after them until a
+// restart has read the file again. Readers (Verify, Walk) may run at any
+// time, from any process, and only read.
 package ledger
 
 import (
@@ -129,8 +134,17 @@ type Ledger struct {
 	f     *os.File // current file, nil when not created yet
 	size  int64
 	first uint64 // seq of the current file's first entry (0: empty)
-	last  Entry  // last entry of the chain (Seq 0: none)
+	last  Entry  // last entry written (Seq 0: none)
 	dead  error
+
+	// Group commit: one appender at a time fsyncs the current file
+	// (syncing) without holding mu; durable is the highest seq known to be
+	// on disk; synced wakes the appenders waiting for it (cond on mu).
+	syncing bool
+	durable uint64
+	synced  *sync.Cond
+	// syncFile replaces (*os.File).Sync in tests.
+	syncFile func(*os.File) error
 }
 
 // Open opens the ledger in dir (creating the directory) and continues its
@@ -154,11 +168,13 @@ func Open(dir string, opts Options) (*Ledger, error) {
 		_ = lock.Close()
 		return nil, fmt.Errorf("ledger %s is in use by another process: %w", dir, err)
 	}
-	l := &Ledger{dir: dir, opts: opts, lock: lock}
+	l := &Ledger{dir: dir, opts: opts, lock: lock, syncFile: (*os.File).Sync}
+	l.synced = sync.NewCond(&l.mu)
 	if err := l.load(); err != nil {
 		_ = lock.Close()
 		return nil, err
 	}
+	l.durable = l.last.Seq
 	return l, nil
 }
 
@@ -213,6 +229,8 @@ func (l *Ledger) load() error {
 }
 
 // Last returns the last entry of the chain (Seq 0 when the ledger is empty).
+// While appends are in flight it may not be on disk yet; the next Append
+// chains to it all the same.
 func (l *Ledger) Last() Entry {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -226,9 +244,52 @@ func (l *Ledger) Dir() string { return l.dir }
 func (l *Ledger) Append(r Record) (Entry, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.dead != nil {
-		return Entry{}, l.dead
+	var (
+		e    Entry
+		line []byte
+	)
+	for {
+		if l.dead != nil {
+			return Entry{}, l.dead
+		}
+		var err error
+		if e, line, err = l.next(r); err != nil {
+			return Entry{}, err
+		}
+		if l.f == nil || l.size == 0 || l.size+int64(len(line)) <= l.opts.MaxBytes {
+			break
+		}
+		if !l.syncing {
+			if err := l.rotate(); err != nil {
+				return Entry{}, err
+			}
+			break
+		}
+		// The file is about to rotate: let the fsync under way end first,
+		// then build the entry again on the chain as it is then.
+		l.synced.Wait()
 	}
+	if l.f == nil {
+		if err := l.create(); err != nil {
+			return Entry{}, err
+		}
+	}
+	if _, err := l.f.Write(line); err != nil {
+		return Entry{}, l.undo(fmt.Errorf("write ledger: %w", err))
+	}
+	l.size += int64(len(line))
+	if l.first == 0 {
+		l.first = e.Seq
+	}
+	l.last = e
+	if err := l.waitDurable(e.Seq); err != nil {
+		return Entry{}, err
+	}
+	return e, nil
+}
+
+// next builds the entry that chains r to the last one, and its line.
+func (l *Ledger) next(r Record) (Entry, []byte, error) {
 	rules := r.Rules
 	if rules == nil {
 		rules = []string{}
@@ -245,31 +306,39 @@ func (l *Ledger) Append(r Record) (Entry, error) {
 	e.Hash = ComputeHash(e)
 	line, err := json.Marshal(e)
 	if err != nil {
-		return Entry{}, fmt.Errorf("encode ledger entry: %w", err)
+		return Entry{}, nil, fmt.Errorf("encode ledger entry: %w", err)
 	}
-	line = append(line, '\n')
-	if l.f != nil && l.size > 0 && l.size+int64(len(line)) > l.opts.MaxBytes {
-		if err := l.rotate(); err != nil {
-			return Entry{}, err
+	return e, append(line, '\n'), nil
+}
+
+// waitDurable returns once the entry seq is on disk; the caller holds mu.
+// The first appender to find no fsync under way runs one for every line
+// written so far, without holding mu, so that appends go on meanwhile; the
+// others wait for it and, if their line came too late for it, for the next.
+func (l *Ledger) waitDurable(seq uint64) error {
+	for l.durable < seq {
+		if l.dead != nil {
+			return l.dead
 		}
-	}
-	if l.f == nil {
-		if err := l.create(); err != nil {
-			return Entry{}, err
+		if l.syncing {
+			l.synced.Wait()
+			continue
 		}
+		l.syncing = true
+		target, f := l.last.Seq, l.f
+		l.mu.Unlock()
+		err := l.syncFile(f)
+		l.mu.Lock()
+		l.syncing = false
+		switch {
+		case err != nil && l.dead == nil:
+			l.dead = fmt.Errorf("%w: sync ledger: %v", ErrClosed, err)
+		case err == nil:
+			l.durable = max(l.durable, target)
+		}
+		l.synced.Broadcast()
 	}
-	if _, err := l.f.Write(line); err != nil {
-		return Entry{}, l.undo(fmt.Errorf("write ledger: %w", err))
-	}
-	if err := l.f.Sync(); err != nil {
-		return Entry{}, l.undo(fmt.Errorf("sync ledger: %w", err))
-	}
-	l.size += int64(len(line))
-	if l.first == 0 {
-		l.first = e.Seq
-	}
-	l.last = e
-	return e, nil
+	return nil
 }
 
 // undo cuts a partly written line off the current file; if that fails the
@@ -279,7 +348,7 @@ func (l *Ledger) undo(cause error) error {
 		l.dead = fmt.Errorf("%w: %v (and the partial line could not be removed: %v)", ErrClosed, cause, err)
 		return l.dead
 	}
-	if err := l.f.Sync(); err != nil {
+	if err := l.syncFile(l.f); err != nil {
 		l.dead = fmt.Errorf("%w: %v", ErrClosed, cause)
 		return l.dead
 	}
@@ -301,8 +370,18 @@ func (l *Ledger) create() error {
 }
 
 // rotate renames the current file to egress-<first seq>.jsonl; the next
-// append creates a new current file.
+// append creates a new current file. The caller holds mu and no fsync is
+// under way; lines still waiting for one are fsynced here first.
 func (l *Ledger) rotate() error {
+	if l.durable < l.last.Seq {
+		if err := l.syncFile(l.f); err != nil {
+			l.dead = fmt.Errorf("%w: sync ledger: %v", ErrClosed, err)
+			l.synced.Broadcast()
+			return l.dead
+		}
+		l.durable = l.last.Seq
+		l.synced.Broadcast()
+	}
 	if err := l.f.Close(); err != nil {
 		return fmt.Errorf("close ledger file: %w", err)
 	}
@@ -324,6 +403,9 @@ func (l *Ledger) Close() error {
 		return nil
 	}
 	l.dead = ErrClosed
+	for l.syncing { // appenders waiting for it get their answer
+		l.synced.Wait()
+	}
 	var err error
 	if l.f != nil {
 		err = l.f.Close()

@@ -21,6 +21,12 @@
 // refused by policy) is replaced by a failure notice that carries the
 // gate's reason to the hub, with FLIP's cohort error envelope for a cohort
 // query.
+//
+// The loop finds its work in the journal's outbox. An outcome just recorded
+// is also handed to it by id (Recorded), and while nothing else may be
+// waiting (no Notify, no retry due, nothing left behind for want of a slot)
+// it starts those entries without listing the outbox again, so a backlog is
+// not read once per recorded outcome.
 package delivery
 
 import (
@@ -97,11 +103,16 @@ type Deliverer struct {
 
 	resumeMu sync.Mutex
 	resumed  map[string]bool // entries whose held body was decided
+	fresh    []string        // handed over by Recorded, not started yet
+	relist   bool            // Notify: the outbox may hold entries not handed over
 
 	// owned by the Run goroutine
 	retry     map[string]*retryState
 	holdUntil time.Time
 	inflight  map[string]bool
+	// stale is set when the outbox may hold entries that no hand-over
+	// will bring: retries come due, entries left behind for want of a slot.
+	stale bool
 }
 
 // attempt is the end of one delivery attempt, reported to the Run goroutine.
@@ -140,7 +151,7 @@ func New(j *journal.Journal, p Poster, opts Options, logger *slog.Logger) *Deliv
 		opts.HeldRecheck = time.Minute
 	}
 	return &Deliverer{j: j, hub: p, opts: opts, logger: logger, wake: make(chan struct{}, 1),
-		retry: map[string]*retryState{}, inflight: map[string]bool{}, resumed: map[string]bool{}}
+		retry: map[string]*retryState{}, inflight: map[string]bool{}, resumed: map[string]bool{}, stale: true}
 }
 
 // Resume tells the loop that the held body of task id was decided, so its
@@ -152,8 +163,26 @@ func (d *Deliverer) Resume(id string) {
 	d.Notify()
 }
 
-// Notify tells the loop that an outcome was recorded; it never blocks.
+// Notify tells the loop that the journal's outbox changed (an outcome was
+// recorded, or put back to be delivered again); it never blocks.
 func (d *Deliverer) Notify() {
+	d.resumeMu.Lock()
+	d.relist = true
+	d.resumeMu.Unlock()
+	d.kick()
+}
+
+// Recorded hands the loop the id of an entry whose outcome was just
+// recorded; it never blocks.
+func (d *Deliverer) Recorded(id string) {
+	d.resumeMu.Lock()
+	d.fresh = append(d.fresh, id)
+	d.resumeMu.Unlock()
+	d.kick()
+}
+
+// kick wakes the loop.
+func (d *Deliverer) kick() {
 	select {
 	case d.wake <- struct{}{}:
 	default:
@@ -178,6 +207,7 @@ func (d *Deliverer) Run(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		case <-timer.C:
+			d.stale = true // a retry is due, or a hub-wide hold ended
 		case <-d.wake:
 		case a := <-done:
 			d.settle(ctx, a)
@@ -217,46 +247,56 @@ func (d *Deliverer) round(ctx context.Context, wg *sync.WaitGroup, slots chan st
 		}
 	}
 	clear(d.resumed)
-	d.resumeMu.Unlock()
-	if now.Before(d.holdUntil) {
-		return d.holdUntil
+	fresh := d.fresh
+	d.fresh = nil
+	if d.relist {
+		d.relist, d.stale = false, true
 	}
-	if len(slots) == cap(slots) {
+	d.resumeMu.Unlock()
+	if now.Before(d.holdUntil) || len(slots) == cap(slots) {
+		if len(fresh) > 0 {
+			d.stale = true // they wait in the outbox
+		}
+		if now.Before(d.holdUntil) {
+			return d.holdUntil
+		}
 		return time.Time{}
 	}
-	ids, err := d.j.Outbox()
-	if err != nil {
-		d.logger.Error("delivery cannot read the journal", "error", err.Error())
-		return now.Add(d.opts.BackoffMin)
-	}
-	live := make(map[string]bool, len(ids))
-	for _, id := range ids {
-		live[id] = true
-	}
-	for id := range d.retry {
-		if !live[id] && !d.inflight[id] {
-			delete(d.retry, id)
+	ids := fresh
+	if d.stale {
+		d.stale = false
+		var err error
+		if ids, err = d.j.Outbox(); err != nil {
+			d.stale = true
+			d.logger.Error("delivery cannot read the journal", "error", err.Error())
+			return now.Add(d.opts.BackoffMin)
+		}
+		live := make(map[string]bool, len(ids))
+		for _, id := range ids {
+			live[id] = true
+		}
+		for id := range d.retry {
+			if !live[id] && !d.inflight[id] {
+				delete(d.retry, id)
+			}
 		}
 	}
-	var earliest time.Time
 	for _, id := range ids {
 		if ctx.Err() != nil || len(slots) == cap(slots) {
+			d.stale = true // left behind; the outbox holds them
 			break
 		}
 		if d.inflight[id] {
 			continue
 		}
 		if st := d.retry[id]; st != nil && now.Before(st.next) {
-			if earliest.IsZero() || st.next.Before(earliest) {
-				earliest = st.next
-			}
 			continue
 		}
 		d.inflight[id] = true
 		slots <- struct{}{}
 		var once sync.Once
 		free := func() { once.Do(func() { <-slots }) }
-		release := func() { free(); d.Notify() } // the hub accepted or refused for good
+		release := func() { free(); d.kick() } // the hub accepted or refused for good
 		wg.Go(func() {
 			defer free()
 			err := d.attempt(ctx, id, release)
@@ -265,6 +305,12 @@ func (d *Deliverer) round(ctx context.Context, wg *sync.WaitGroup, slots chan st
 			free()
 			done <- attempt{id: id, err: err}
 		})
+	}
+	var earliest time.Time // the next retry due, whichever entries this round looked at
+	for id, st := range d.retry {
+		if !d.inflight[id] && (earliest.IsZero() || st.next.Before(earliest)) {
+			earliest = st.next
+		}
 	}
 	return earliest
 }

@@ -341,3 +341,38 @@ func TestBackoffBounds(t *testing.T) {
 		}
 	}
 }
+
+// Entries handed over by Recorded are posted at once, and an entry that
+// reached the outbox without a hand-over is still found, at the latest when
+// another entry's retry comes due.
+func TestHandedOverAndListedEntriesAreDelivered(t *testing.T) {
+	t.Parallel()
+	r := newRig(t)
+	const a, b, c = "3c9f5a6d-2e3b-4d4c-8f9a-1b2c3d4e5f60", "4dab6b7e-3f4c-4e5d-9a0b-2c3d4e5f6071", "5ebc7c8f-4a5d-4f6e-8b1c-3d4e5f607182"
+	r.hub.scripts["result"] = []func(http.ResponseWriter){status(400), status(200)}
+	c2 := hub.New(hub.Options{BaseURL: r.srv.URL + "/api", Key: "k", Timeout: time.Second}, slog.New(slog.DiscardHandler))
+	d := New(r.j, c2, Options{BackoffMin: 300 * time.Millisecond, BackoffMax: 300 * time.Millisecond}, slog.New(slog.DiscardHandler))
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = d.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+
+	r.record(t, a, journal.Outcome{Success: true, Result: strp("a")})
+	d.Recorded(a)
+	for len(r.hub.all()) == 0 { // a's first post fails with 400: retried in 300 ms
+		time.Sleep(time.Millisecond)
+	}
+	r.record(t, c, journal.Outcome{Success: true, Result: strp("c")}) // no hand-over
+	r.record(t, b, journal.Outcome{Success: true, Result: strp("b")})
+	d.Recorded(b)
+	r.waitState(t, b, journal.Delivered)
+	r.waitState(t, a, journal.Delivered)
+	r.waitState(t, c, journal.Delivered)
+	var order []string
+	for _, p := range r.hub.all() {
+		order = append(order, strings.TrimSuffix(strings.TrimPrefix(p.path, "/api/tasks/"), "/result"))
+	}
+	if len(order) != 4 || order[0] != a || order[1] != b {
+		t.Fatalf("posts in order %v; want a (refused), b at once, then a and c", order)
+	}
+}

@@ -11,16 +11,25 @@
 //	(new) ─▶ held ─▶ approved ─▶ released      (ledgered; the bytes may leave)
 //	  │        ├──▶ rejected                   (by a reviewer, with a reason)
 //	  │        └──▶ expired                    (nobody decided within the expiry)
-//	  ├────────────▶ approved ─▶ released      (mode release)
+//	  ├──────────────────────────▶ released    (mode release)
 //	  └──▶ refused                             (mode refuse)
 //
 // approved is transient: it is written before the ledger append, released
-// after it. Open finishes every approved item: an item whose ledger entry
-// was written (the ledger carries the item id) is marked released with that
-// entry's seq, any other is appended then. So a kill between any two steps
-// neither loses an item nor lets one leave unledgered or ledgered twice.
+// after it. An item of a channel in mode release is ledgered first and then
+// stored once, as released, with its dedupe key. Open finishes both: an
+// approved item whose ledger entry was written (the ledger carries the item
+// id) is marked released with that entry's seq, any other is appended then;
+// a ledger entry whose item the store does not know is stored as released
+// from the entry (channel, task, kind and SHA-256, the dedupe key, are all
+// in it). The store keeps a high-water mark below which every item entry is
+// known to the store, so Open reads only the ledger's tail. So a kill
+// between any two steps neither loses an item nor lets one leave
+// unledgered or ledgered twice.
 //
-// A Gate is safe for concurrent use; state changes are serialized.
+// A Gate is safe for concurrent use. Submissions of the same item (channel,
+// task, kind, SHA-256) are serialized; different items go through at the
+// same time and share ledger fsyncs and store commits. Decisions on held
+// items are serialized among themselves.
 package egress
 
 import (
@@ -38,6 +47,7 @@ import (
 	"github.com/google/uuid"
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/flip-trust/node/shared/boltgroup"
 	"github.com/flip-trust/node/shared/ledger"
 )
 
@@ -149,20 +159,35 @@ var (
 
 // Gate is the airlock.
 type Gate struct {
-	db   *bolt.DB
-	led  *ledger.Ledger
-	opts Options
-	mu   sync.Mutex
+	db     *bolt.DB
+	writes *boltgroup.Committer
+	led    *ledger.Ledger
+	opts   Options
+	// mu serializes decisions on held items (approve, reject, expire).
+	mu sync.Mutex
+	// keys serializes submissions of the same item.
+	keys keyLocks
+	// marks tracks ledger entries not yet in the store.
+	marks watermark
+	// stranded holds, by dedupe key, new items that were ledgered but
+	// whose store commit failed: a retry stores them, never appends again.
+	strandedMu sync.Mutex
+	stranded   map[string]strandedItem
 	// failpoint, set by tests, stops a release after a named step
 	// ("stored", "ledgered") as a kill of the process would.
-	failpoint func(step string) error
+	failpoint func(step string, it Item) error
 }
 
-func (g *Gate) fail(step string) error {
+type strandedItem struct {
+	it  Item
+	tok uint64
+}
+
+func (g *Gate) fail(step string, it Item) error {
 	if g.failpoint == nil {
 		return nil
 	}
-	return g.failpoint(step)
+	return g.failpoint(step, it)
 }
 
 // Open opens (creating) the gate's file at path, writing to led, and
@@ -195,7 +220,7 @@ func Open(path string, led *ledger.Ledger, opts Options) (*Gate, error) {
 		_ = db.Close()
 		return nil, fmt.Errorf("init egress store: %w", err)
 	}
-	g := &Gate{db: db, led: led, opts: opts}
+	g := &Gate{db: db, writes: boltgroup.New(db), led: led, opts: opts, stranded: map[string]strandedItem{}}
 	if err := g.recover(); err != nil {
 		_ = db.Close()
 		return nil, err
@@ -209,16 +234,17 @@ func (g *Gate) Close() error { return g.db.Close() }
 // Policy is the gate's policy.
 func (g *Gate) Policy() Policy { return g.opts.Policy }
 
-// recover finishes approved items (see the package comment).
+// recover finishes approved items and stores released items whose
+// ledger entry was written but not their store record (see the package
+// comment). It raises the high-water mark only once everything is stored,
+// so a kill during recovery is recovered the same way.
 func (g *Gate) recover() error {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	var high uint64
 	pending := map[string]bool{}
 	if err := g.db.View(func(tx *bolt.Tx) error {
-		if v := tx.Bucket(bucketMeta).Get(keyLedgerSeq); len(v) == 8 {
-			high = binary.BigEndian.Uint64(v)
-		}
+		high = readMark(tx)
 		return tx.Bucket(bucketItems).ForEach(func(k, v []byte) error {
 			var it Item
 			if err := json.Unmarshal(v, &it); err != nil {
@@ -236,13 +262,28 @@ func (g *Gate) recover() error {
 		return nil
 	}
 	ledgered := map[string]uint64{}
+	var unknown []ledger.Entry
 	if err := ledger.Walk(g.led.Dir(), func(e ledger.Entry) error {
-		if e.Seq > high && e.Item != "" && pending[e.Item] {
+		if e.Seq <= high || e.Item == "" {
+			return nil
+		}
+		if pending[e.Item] {
 			ledgered[e.Item] = e.Seq
+			return nil
+		}
+		if _, err := g.get(e.Item); errors.Is(err, ErrNotFound) {
+			unknown = append(unknown, e)
+		} else if err != nil {
+			return err
 		}
 		return nil
 	}); err != nil {
 		return fmt.Errorf("read audit ledger: %w", err)
+	}
+	for _, e := range unknown {
+		if err := g.restore(e); err != nil {
+			return err
+		}
 	}
 	for id := range pending {
 		it, err := g.get(id)
@@ -250,14 +291,45 @@ func (g *Gate) recover() error {
 			return err
 		}
 		if seq, ok := ledgered[id]; ok {
-			if _, err := g.markReleased(it, seq); err != nil {
+			it.State, it.Seq = Released, seq
+			if err := g.storeReleased(it, nil, 0, false); err != nil {
 				return err
 			}
 			continue
 		}
-		if _, err := g.release(it); err != nil {
+		if _, err := g.release(it, false); err != nil {
 			return err
 		}
+	}
+	last := g.led.Last().Seq
+	if err := g.writes.Do(func(tx *bolt.Tx) error { return writeMark(tx, last) }); err != nil {
+		return fmt.Errorf("store egress high-water mark: %w", err)
+	}
+	return nil
+}
+
+// restore stores the item of ledger entry e, which the store does not
+// know, as released: it was ledgered, then the process stopped before its
+// store commit.
+func (g *Gate) restore(e ledger.Entry) error {
+	it := Item{
+		ID: e.Item, Channel: Channel(e.Channel), TaskID: e.TaskID, Project: e.Project, Kind: e.Kind,
+		Size: e.Size, SHA256: e.SHA256, Rules: e.Rules, State: Released, Seq: e.Seq, CreatedAt: e.Time,
+		Reviewer: e.ApprovedBy,
+	}
+	if n := len(it.Rules); n > 0 && it.Rules[n-1] == ruleNotice {
+		it.Rules, it.Notice = it.Rules[:n-1], true
+	}
+	key := (&Request{Channel: it.Channel, TaskID: it.TaskID, Kind: it.Kind, SHA256: it.SHA256}).key()
+	if err := g.writes.Do(func(tx *bolt.Tx) error {
+		if tx.Bucket(bucketKeys).Get(key) == nil {
+			if err := tx.Bucket(bucketKeys).Put(key, []byte(it.ID)); err != nil {
+				return err
+			}
+		}
+		return putItem(tx, it)
+	}); err != nil {
+		return fmt.Errorf("restore egress item %s from the ledger: %w", it.ID, err)
 	}
 	return nil
 }
@@ -269,9 +341,11 @@ func (g *Gate) Submit(r Request) (Item, error) {
 	if err := r.normalise(); err != nil {
 		return Item{}, err
 	}
-	g.mu.Lock()
-	defer g.mu.Unlock()
 	key := r.key()
+	defer g.keys.lock(string(key))()
+	if it, err, ok := g.retryStranded(key); ok {
+		return it, err
+	}
 	var existing string
 	if err := g.db.View(func(tx *bolt.Tx) error {
 		existing = string(tx.Bucket(bucketKeys).Get(key))
@@ -285,6 +359,11 @@ func (g *Gate) Submit(r Request) (Item, error) {
 			return Item{}, err
 		}
 		if it.State == Held && !g.opts.Now().Before(*it.ExpiresAt) {
+			g.mu.Lock()
+			defer g.mu.Unlock()
+			if it, err = g.get(existing); err != nil || it.State != Held {
+				return it, err
+			}
 			return g.expire(it)
 		}
 		return it, nil
@@ -309,9 +388,10 @@ func (g *Gate) Submit(r Request) (Item, error) {
 			it.HasContent, content = true, r.Content
 		}
 	default:
-		it.State = Approved
+		// Ledgered first, then stored once as released with its key.
+		return g.release(it, true)
 	}
-	if err := g.db.Update(func(tx *bolt.Tx) error {
+	if err := g.writes.Do(func(tx *bolt.Tx) error {
 		if err := tx.Bucket(bucketKeys).Put(key, []byte(it.ID)); err != nil {
 			return err
 		}
@@ -324,51 +404,113 @@ func (g *Gate) Submit(r Request) (Item, error) {
 	}); err != nil {
 		return Item{}, fmt.Errorf("store egress item: %w", err)
 	}
-	if it.State == Approved {
-		return g.release(it)
-	}
 	return it, nil
 }
 
-// release ledgers an approved item and marks it released.
-func (g *Gate) release(it Item) (Item, error) {
-	if err := g.fail("stored"); err != nil {
-		return Item{}, err
+// retryStranded stores a new item that was ledgered but whose store commit
+// failed; ok is false when key has none. The caller holds key's lock.
+func (g *Gate) retryStranded(key []byte) (it Item, err error, ok bool) {
+	g.strandedMu.Lock()
+	s, ok := g.stranded[string(key)]
+	g.strandedMu.Unlock()
+	if !ok {
+		return Item{}, nil, false
 	}
-	approvedBy := it.Reviewer
+	if err := g.storeReleased(s.it, key, s.tok, true); err != nil {
+		return Item{}, err, true
+	}
+	g.strandedMu.Lock()
+	delete(g.stranded, string(key))
+	g.strandedMu.Unlock()
+	return s.it, nil, true
+}
+
+// release ledgers an item and stores it as released. A new item (fresh)
+// is stored with its dedupe key, an approved one was stored before. The
+// caller holds the item's key lock (fresh) or mu.
+func (g *Gate) release(it Item, fresh bool) (Item, error) {
+	if !fresh {
+		if err := g.fail("stored", it); err != nil {
+			return Item{}, err
+		}
+	}
 	rules := slices.Clone(it.Rules)
 	if it.Notice {
-		rules = append(rules, "egress_notice")
+		rules = append(rules, ruleNotice)
 	}
+	// From here until the store holds the item, its entry may exist on
+	// disk without a store record: the high-water mark stays below it (and
+	// does for good if anything fails, so that Open looks at it again).
+	tok := g.marks.begin(g.led.Last().Seq)
 	e, err := g.led.Append(ledger.Record{
 		Channel: string(it.Channel), TaskID: it.TaskID, Project: it.Project, Kind: it.Kind, Item: it.ID,
-		Size: it.Size, SHA256: it.SHA256, Rules: rules, ApprovedBy: approvedBy,
+		Size: it.Size, SHA256: it.SHA256, Rules: rules, ApprovedBy: it.Reviewer,
 	})
 	if err != nil {
 		return Item{}, fmt.Errorf("ledger egress item %s: %w", it.ID, err)
 	}
-	if err := g.fail("ledgered"); err != nil {
+	g.marks.ledgered(tok, e.Seq)
+	if err := g.fail("ledgered", it); err != nil {
 		return Item{}, err
 	}
-	return g.markReleased(it, e.Seq)
+	it.State, it.Seq = Released, e.Seq
+	var key []byte
+	if fresh {
+		key = (&Request{Channel: it.Channel, TaskID: it.TaskID, Kind: it.Kind, SHA256: it.SHA256}).key()
+	}
+	if err := g.storeReleased(it, key, tok, true); err != nil {
+		if fresh {
+			g.strandedMu.Lock()
+			g.stranded[string(key)] = strandedItem{it: it, tok: tok}
+			g.strandedMu.Unlock()
+		}
+		return Item{}, err
+	}
+	return it, nil
 }
 
-func (g *Gate) markReleased(it Item, seq uint64) (Item, error) {
-	it.State, it.Seq = Released, seq
-	if err := g.db.Update(func(tx *bolt.Tx) error {
-		meta := tx.Bucket(bucketMeta)
-		if v := meta.Get(keyLedgerSeq); len(v) != 8 || binary.BigEndian.Uint64(v) < seq {
-			var b [8]byte
-			binary.BigEndian.PutUint64(b[:], seq)
-			if err := meta.Put(keyLedgerSeq, b[:]); err != nil {
+// storeReleased commits a released item (and its dedupe key when key is
+// set). With mark set it raises the high-water mark as far as the ledger
+// entries still on their way to the store allow, and ends tok's watch.
+func (g *Gate) storeReleased(it Item, key []byte, tok uint64, mark bool) error {
+	if err := g.writes.Do(func(tx *bolt.Tx) error {
+		if key != nil {
+			if err := tx.Bucket(bucketKeys).Put(key, []byte(it.ID)); err != nil {
+				return err
+			}
+		}
+		if mark {
+			if err := writeMark(tx, g.marks.storing(tok, tx, g.led.Last().Seq)); err != nil {
 				return err
 			}
 		}
 		return putItem(tx, it)
 	}); err != nil {
-		return Item{}, fmt.Errorf("mark egress item %s released: %w", it.ID, err)
+		return fmt.Errorf("mark egress item %s released: %w", it.ID, err)
 	}
-	return it, nil
+	if mark {
+		g.marks.done(tok)
+	}
+	return nil
+}
+
+// readMark returns the high-water mark: every ledger entry of an item up to
+// this seq is known to the store.
+func readMark(tx *bolt.Tx) uint64 {
+	if v := tx.Bucket(bucketMeta).Get(keyLedgerSeq); len(v) == 8 {
+		return binary.BigEndian.Uint64(v)
+	}
+	return 0
+}
+
+// writeMark raises the high-water mark to seq; it never lowers it.
+func writeMark(tx *bolt.Tx, seq uint64) error {
+	if readMark(tx) >= seq {
+		return nil
+	}
+	var b [8]byte
+	binary.BigEndian.PutUint64(b[:], seq)
+	return tx.Bucket(bucketMeta).Put(keyLedgerSeq, b[:])
 }
 
 // Approve releases a held item on a reviewer's word: it is ledgered with
@@ -385,7 +527,7 @@ func (g *Gate) Approve(id, reviewer, note string) (Item, error) {
 		return it, err
 	}
 	g.mu.Lock()
-	it, err = g.release(it)
+	it, err = g.release(it, false)
 	g.mu.Unlock()
 	if err != nil {
 		return Item{}, err
@@ -433,7 +575,7 @@ func (g *Gate) decide(id string, fn func(*Item, time.Time)) (Item, error) {
 		}
 		fn(&it, now)
 		it.DecidedAt = &now
-		if err := g.db.Update(func(tx *bolt.Tx) error { return putItem(tx, it) }); err != nil {
+		if err := g.writes.Do(func(tx *bolt.Tx) error { return putItem(tx, it) }); err != nil {
 			return Item{}, fmt.Errorf("decide egress item %s: %w", id, err)
 		}
 		return it, nil
@@ -448,7 +590,7 @@ func (g *Gate) decide(id string, fn func(*Item, time.Time)) (Item, error) {
 func (g *Gate) expire(it Item) (Item, error) {
 	now := g.opts.Now().UTC()
 	it.State, it.Reason, it.DecidedAt = Expired, ReasonExpired, &now
-	if err := g.db.Update(func(tx *bolt.Tx) error { return putItem(tx, it) }); err != nil {
+	if err := g.writes.Do(func(tx *bolt.Tx) error { return putItem(tx, it) }); err != nil {
 		return Item{}, fmt.Errorf("expire egress item %s: %w", it.ID, err)
 	}
 	return it, nil
@@ -603,8 +745,109 @@ func (r *Request) normalise() error {
 	return nil
 }
 
+// ruleNotice is added to the ledgered rules of a failure notice.
+const ruleNotice = "egress_notice"
+
 // key identifies a request: the same bytes for the same task, channel and
 // kind are one item.
 func (r *Request) key() []byte {
 	return fmt.Appendf(nil, "%s\x00%s\x00%s\x00%s", r.Channel, r.TaskID, r.Kind, r.SHA256)
+}
+
+// keyLocks serializes the submissions of one item; each key's lock exists
+// while someone holds or waits for it.
+type keyLocks struct {
+	mu sync.Mutex
+	m  map[string]*keyLock
+}
+
+type keyLock struct {
+	mu    sync.Mutex
+	users int
+}
+
+// lock takes key's lock and returns its unlock.
+func (k *keyLocks) lock(key string) func() {
+	k.mu.Lock()
+	if k.m == nil {
+		k.m = map[string]*keyLock{}
+	}
+	l := k.m[key]
+	if l == nil {
+		l = &keyLock{}
+		k.m[key] = l
+	}
+	l.users++
+	k.mu.Unlock()
+	l.mu.Lock()
+	return func() {
+		l.mu.Unlock()
+		k.mu.Lock()
+		if l.users--; l.users == 0 {
+			delete(k.m, key)
+		}
+		k.mu.Unlock()
+	}
+}
+
+// watermark tracks the ledger entries being written whose items are not in
+// the store yet, so that the high-water mark never passes one of them. Each
+// watch bounds the mark: by the ledger's last seq before its append (its
+// entry comes after), then by its entry's seq - 1, until its item is
+// stored. Items stored in one transaction (a group commit) do not bound
+// the mark that transaction writes: they are committed with it or not at
+// all.
+type watermark struct {
+	mu      sync.Mutex
+	next    uint64
+	watches map[uint64]*watch
+}
+
+type watch struct {
+	bound uint64   // highest seq the mark may reach while this item is not stored
+	tx    *bolt.Tx // the transaction storing the item, once one does
+}
+
+// begin starts a watch before an append to a ledger whose last seq is last.
+func (w *watermark) begin(last uint64) uint64 {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.watches == nil {
+		w.watches = map[uint64]*watch{}
+	}
+	w.next++
+	w.watches[w.next] = &watch{bound: last}
+	return w.next
+}
+
+// ledgered notes the seq of tok's entry.
+func (w *watermark) ledgered(tok, seq uint64) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.watches[tok].bound = seq - 1
+}
+
+// done ends tok's watch once its item is stored.
+func (w *watermark) done(tok uint64) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	delete(w.watches, tok)
+}
+
+// storing notes that tx stores tok's item and returns the highest seq the
+// mark may reach in tx: last (the ledger's last seq), bounded by every
+// watch whose item tx does not store.
+func (w *watermark) storing(tok uint64, tx *bolt.Tx, last uint64) uint64 {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if wt := w.watches[tok]; wt != nil {
+		wt.tx = tx
+	}
+	m := last
+	for _, wt := range w.watches {
+		if wt.tx != tx {
+			m = min(m, wt.bound)
+		}
+	}
+	return m
 }

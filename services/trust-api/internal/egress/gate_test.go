@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	bolt "go.etcd.io/bbolt"
+
 	"github.com/flip-trust/node/shared/ledger"
 )
 
@@ -222,36 +224,35 @@ func TestExpiry(t *testing.T) {
 var errKilled = errors.New("killed")
 
 // TestRestartAtEveryStep kills the release of an item after each step and
-// restarts the gate: the item ends released, ledgered exactly once.
+// restarts the gate: the item ends released, ledgered exactly once. A held
+// item is stored approved, ledgered, then marked released; an item of a
+// channel in mode release is ledgered, then stored released.
 func TestRestartAtEveryStep(t *testing.T) {
 	t.Parallel()
+	steps := map[bool][]string{false: {"ledgered", "none"}, true: {"stored", "ledgered", "none"}}
 	for _, held := range []bool{false, true} {
-		for _, step := range []string{"stored", "ledgered", "none"} {
+		for _, step := range steps[held] {
 			t.Run(fmt.Sprintf("held=%v/after %s", held, step), func(t *testing.T) {
 				t.Parallel()
 				policy := Policy{}
 				if held {
 					policy[CohortResults] = Hold
 				}
-				e := newEnv(t, policy)
-				e.gate.failpoint = func(s string) error {
+				killAt := func(s string, _ Item) error {
 					if s == step {
 						return errKilled
 					}
 					return nil
 				}
+				e := newEnv(t, policy)
+				e.gate.failpoint = killAt
 				it, err := e.gate.Submit(req(CohortResults, `{"x":1}`))
 				if held {
 					if err != nil || it.State != Held {
 						t.Fatalf("submit = %+v, %v", it, err)
 					}
 					e.restart(t, policy) // killed while held
-					e.gate.failpoint = func(s string) error {
-						if s == step {
-							return errKilled
-						}
-						return nil
-					}
+					e.gate.failpoint = killAt
 					it, err = e.gate.Approve(it.ID, "rev", "")
 				}
 				if step != "none" && !errors.Is(err, errKilled) {
@@ -274,8 +275,123 @@ func TestRestartAtEveryStep(t *testing.T) {
 				if held && got[0].ApprovedBy != "rev" {
 					t.Fatalf("approved_by = %q", got[0].ApprovedBy)
 				}
+				if items[0].Project != "proj" || items[0].TaskID != "task-1" || items[0].Kind != string(CohortResults) ||
+					len(items[0].Rules) != 1 || items[0].Rules[0] != "floor:10" {
+					t.Fatalf("item after restart = %+v", items[0])
+				}
 			})
 		}
+	}
+}
+
+// A failure notice ledgered just before a kill is restored as a notice,
+// with the rules it was submitted with.
+func TestRestartRestoresNotice(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, Policy{TaskResult: Refuse})
+	e.gate.failpoint = func(s string, _ Item) error {
+		if s == "ledgered" {
+			return errKilled
+		}
+		return nil
+	}
+	n := req(TaskResult, `{"success":false}`)
+	n.Notice = true
+	if _, err := e.gate.Submit(n); !errors.Is(err, errKilled) {
+		t.Fatalf("submit = %v", err)
+	}
+	e.restart(t, Policy{TaskResult: Refuse})
+	it, err := e.gate.Submit(n)
+	if err != nil || !it.Leaves() || !it.Notice || it.Seq != 1 || len(it.Rules) != 1 || it.Rules[0] != "floor:10" {
+		t.Fatalf("after restart = %+v, %v", it, err)
+	}
+	if got := e.entries(t); len(got) != 1 {
+		t.Fatalf("ledger = %+v", got)
+	}
+}
+
+// Items released at the same time are stored in any order. A kill while an
+// earlier entry's item is not stored yet, after a later one's is, must not
+// leave the high-water mark past the earlier entry: the restart stores it.
+func TestRestartWithEarlierEntryNotStored(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, nil)
+	ledgered := make(chan struct{})
+	kill := make(chan struct{})
+	e.gate.failpoint = func(s string, it Item) error {
+		if s == "ledgered" && it.TaskID == "slow" {
+			close(ledgered)
+			<-kill
+			return errKilled
+		}
+		return nil
+	}
+	slow := req(TaskResult, `{"a":1}`)
+	slow.TaskID = "slow"
+	errs := make(chan error, 1)
+	go func() {
+		_, err := e.gate.Submit(slow)
+		errs <- err
+	}()
+	<-ledgered // entry 1 written, its item not stored
+	fast := req(TaskResult, `{"b":2}`)
+	fast.TaskID = "fast"
+	if it, err := e.gate.Submit(fast); err != nil || it.Seq != 2 {
+		t.Fatalf("fast = %+v, %v", it, err)
+	}
+	close(kill)
+	if err := <-errs; !errors.Is(err, errKilled) {
+		t.Fatalf("slow = %v", err)
+	}
+	e.restart(t, nil)
+	it, err := e.gate.Submit(slow)
+	if err != nil || !it.Leaves() || it.Seq != 1 {
+		t.Fatalf("slow after restart = %+v, %v", it, err)
+	}
+	if got := e.entries(t); len(got) != 2 {
+		t.Fatalf("ledger = %+v", got)
+	}
+}
+
+// Concurrent submissions: the same item is ledgered once, different items
+// each once, and all of them are released.
+func TestConcurrentSubmissions(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, nil)
+	const tasks, copies = 16, 4
+	var wg sync.WaitGroup
+	got := make([][copies]Item, tasks)
+	for i := range tasks {
+		for c := range copies {
+			wg.Go(func() {
+				r := req(TaskResult, fmt.Sprintf(`{"n":%d}`, i))
+				r.TaskID = fmt.Sprintf("task-%d", i)
+				it, err := e.gate.Submit(r)
+				if err != nil || !it.Leaves() {
+					t.Errorf("submit %d/%d = %+v, %v", i, c, it, err)
+				}
+				got[i][c] = it
+			})
+		}
+	}
+	wg.Wait()
+	for i := range tasks {
+		for c := 1; c < copies; c++ {
+			if got[i][c].ID != got[i][0].ID || got[i][c].Seq != got[i][0].Seq {
+				t.Fatalf("task %d: copies differ: %+v vs %+v", i, got[i][c], got[i][0])
+			}
+		}
+	}
+	if n := len(e.entries(t)); n != tasks {
+		t.Fatalf("%d ledger entries, want %d", n, tasks)
+	}
+	// Nothing is left for a restart to do: the mark covers every entry.
+	var high uint64
+	if err := e.gate.db.View(func(tx *bolt.Tx) error { high = readMark(tx); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if high != tasks {
+		t.Fatalf("high-water mark %d, want %d", high, tasks)
 	}
 }
 

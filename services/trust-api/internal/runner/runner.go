@@ -42,8 +42,13 @@ type Executor interface {
 	Execute(ctx context.Context, id string, t hubapi.TaskType, sealed string) tasks.Outcome
 }
 
-// Notifier is told when an outcome is ready for delivery.
-type Notifier interface{ Notify() }
+// Notifier is told when an outcome is ready for delivery: Recorded hands
+// over the id of a task the runner just recorded, Notify says that the
+// journal's outbox changed otherwise. Neither may block.
+type Notifier interface {
+	Notify()
+	Recorded(id string)
+}
 
 var (
 	_ Hub      = (*hub.Client)(nil)
@@ -374,7 +379,7 @@ func (r *Runner) record(e journal.Entry, out tasks.Outcome) {
 		r.logger.Info("Task "+e.ID+" completed", "task_id", e.ID, "task_type", e.TaskType)
 	}
 	r.opts.Metrics.task(e.TaskType, outcome)
-	r.deliver.Notify()
+	r.deliver.Recorded(e.ID)
 }
 
 // toJournal turns a handler outcome into what the hub will be sent.
