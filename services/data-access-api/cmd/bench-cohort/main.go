@@ -8,7 +8,8 @@
 //     there, then the age, sex and modality lookups by id list, as FLIP's
 //     service does (goal: ours at least 5x faster);
 //
-// and the service's peak RSS while answering 10k, 100k and 1M-person cohorts
+// each warmed up once and then timed in turns (ours, bare, client-side), and
+// the service's peak RSS while answering 10k, 100k and 1M-person cohorts
 // (goal: at most 64 MiB, and flat).
 package main
 
@@ -126,25 +127,23 @@ FROM person p JOIN image_occurrence io ON io.person_id = p.person_id`},
 	failed := false
 	for _, s := range shapes {
 		var subjects int64
-		ours, err := median(*runs, func() error {
-			n, err := svc.cohort(ctx, s.sql)
-			subjects = n
-			return err
-		})
+		// The three are timed in turns, so a change in the machine's load
+		// during the run weighs on each alike.
+		ds, err := medians(*runs,
+			func() error {
+				n, err := svc.cohort(ctx, s.sql)
+				subjects = n
+				return err
+			},
+			func() error {
+				var n int64
+				return reader.QueryRow(ctx, "SELECT count(DISTINCT person_id) FROM ("+s.sql+") q").Scan(&n)
+			},
+			func() error { return clientSide(ctx, reader, s.sql) })
 		if err != nil {
 			return fmt.Errorf("%s: %w", s.name, err)
 		}
-		bare, err := median(*runs, func() error {
-			var n int64
-			return reader.QueryRow(ctx, "SELECT count(DISTINCT person_id) FROM ("+s.sql+") q").Scan(&n)
-		})
-		if err != nil {
-			return fmt.Errorf("%s bare: %w", s.name, err)
-		}
-		client, err := median(*runs, func() error { return clientSide(ctx, reader, s.sql) })
-		if err != nil {
-			return fmt.Errorf("%s client-side: %w", s.name, err)
-		}
+		ours, bare, client := ds[0], ds[1], ds[2]
 		ratio, speedup := float64(ours)/float64(bare), float64(client)/float64(ours)
 		fmt.Printf("%-27s %10d %10s %12s %11.2fx %12s %8.1fx%s\n", s.name, subjects, ms(ours), ms(bare), ratio, ms(client), speedup,
 			verdict(ratio <= 1.3 && speedup >= 5))
@@ -193,20 +192,30 @@ func verdict(ok bool) string {
 
 func ms(d time.Duration) string { return fmt.Sprintf("%.0f ms", float64(d.Microseconds())/1000) }
 
-func median(runs int, fn func() error) (time.Duration, error) {
-	if err := fn(); err != nil { // warm-up
-		return 0, err
-	}
-	var ds []time.Duration
-	for i := 0; i < max(runs, 1); i++ {
-		start := time.Now()
+// medians runs each fn once to warm up, then runs times in turns, and
+// returns each fn's median time.
+func medians(runs int, fns ...func() error) ([]time.Duration, error) {
+	for _, fn := range fns {
 		if err := fn(); err != nil {
-			return 0, err
+			return nil, err
 		}
-		ds = append(ds, time.Since(start))
 	}
-	slices.Sort(ds)
-	return ds[len(ds)/2], nil
+	ds := make([][]time.Duration, len(fns))
+	for i := 0; i < max(runs, 1); i++ {
+		for j, fn := range fns {
+			start := time.Now()
+			if err := fn(); err != nil {
+				return nil, err
+			}
+			ds[j] = append(ds[j], time.Since(start))
+		}
+	}
+	out := make([]time.Duration, len(fns))
+	for j := range ds {
+		slices.Sort(ds[j])
+		out[j] = ds[j][len(ds[j])/2]
+	}
+	return out, nil
 }
 
 // clientSide aggregates the cohort the way FLIP's service does: every row

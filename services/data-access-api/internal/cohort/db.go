@@ -19,6 +19,7 @@ import (
 	"net/http"
 	"regexp"
 	"strconv"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -48,6 +49,12 @@ type Engine struct {
 	timeout time.Duration
 	workMem string
 	logger  *slog.Logger
+	// personKey caches whether omop.person.person_id is unique (see
+	// personIDUnique): 0 not yet known, 1 unique, 2 not.
+	personKey atomic.Int32
+	// joinBack makes statistics always join back to omop.person (tests
+	// compare both ways).
+	joinBack bool
 }
 
 // Options configure New.
@@ -116,16 +123,56 @@ func (e *Engine) Ping(ctx context.Context) error {
 // the engine's timeout. The transaction is always rolled back: nothing a
 // cohort query does is ever kept.
 func (e *Engine) readOnly(ctx context.Context, fn func(tx pgx.Tx) error) error {
+	return e.readOnlyJIT(ctx, true, fn)
+}
+
+// readOnlyJIT is readOnly with PostgreSQL's JIT compilation of the
+// transaction's statements on or off. The statistics statement turns it off:
+// over a million-row cohort its plan costs cross jit_above_cost and
+// compiling takes longer than the aggregation it would speed up.
+func (e *Engine) readOnlyJIT(ctx context.Context, jit bool, fn func(tx pgx.Tx) error) error {
 	tx, err := e.pool.BeginTx(ctx, pgx.TxOptions{AccessMode: pgx.ReadOnly, IsoLevel: pgx.RepeatableRead})
 	if err != nil {
 		return err
 	}
 	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
 	ms := strconv.FormatInt(e.timeout.Milliseconds(), 10)
-	if _, err := tx.Exec(ctx, "SELECT set_config('statement_timeout', $1, true), set_config('work_mem', $2, true)", ms, e.workMem); err != nil {
+	settings := "SELECT set_config('statement_timeout', $1, true), set_config('work_mem', $2, true)"
+	if !jit {
+		settings += ", set_config('jit', 'off', true)"
+	}
+	if _, err := tx.Exec(ctx, settings, ms, e.workMem); err != nil {
 		return err
 	}
 	return fn(tx)
+}
+
+// personIDUnique reports whether omop.person.person_id has a unique index,
+// as the OMOP CDM's primary key gives it; the answer is cached once known.
+// Statistics rely on it to read a person's sex and birth date from the
+// cohort's own omop.person row instead of joining back to omop.person.
+func (e *Engine) personIDUnique(ctx context.Context, tx pgx.Tx) bool {
+	switch e.personKey.Load() {
+	case 1:
+		return true
+	case 2:
+		return false
+	}
+	var unique bool
+	err := tx.QueryRow(ctx, `SELECT EXISTS (
+  SELECT 1 FROM pg_catalog.pg_index i
+  JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
+  WHERE i.indrelid = to_regclass('omop.person') AND i.indisunique AND i.indisvalid AND i.indimmediate
+    AND i.indnkeyatts = 1 AND i.indpred IS NULL AND i.indexprs IS NULL AND a.attname = 'person_id')`).Scan(&unique)
+	if err != nil {
+		return false // not cached: asked again next time
+	}
+	if unique {
+		e.personKey.Store(1)
+	} else {
+		e.personKey.Store(2)
+	}
+	return unique
 }
 
 var (

@@ -152,13 +152,7 @@ SELECT true, p.gender_source_value::text, NULL, %s, count(*), count(*), 0, 0, NU
 FROM omop.person p WHERE %s
 GROUP BY 2, 4`, strings.Join(counts, ", "), DecadeIndexExpr("p.birth_datetime"), in)
 	if s.Accession >= 0 {
-		a := alias(s.Columns[s.Accession].Index)
-		fmt.Fprintf(&b, `
-UNION ALL
-SELECT false, NULL, COALESCE(c.concept_name, io.modality_concept_id::text)::text, NULL, 0, 0, count(*), 0, NULL
-FROM omop.image_occurrence io LEFT JOIN omop.concept c ON c.concept_id = io.modality_concept_id
-WHERE io.accession_id IN (SELECT %s::text FROM flip_cohort__)
-GROUP BY 3`, a)
+		b.WriteString(modalitySQL(alias(s.Columns[s.Accession].Index)))
 	}
 	return b.String()
 }
@@ -222,7 +216,7 @@ func (e *Engine) Statistics(ctx context.Context, q, queryHash string) (*Stats, S
 		accessionOnly bool
 	)
 	// The query is planned and aggregated in one transaction.
-	err := e.readOnly(ctx, func(tx pgx.Tx) error {
+	err := e.readOnlyJIT(ctx, false, func(tx pgx.Tx) error {
 		sd, err := tx.Conn().Prepare(ctx, "", q)
 		if err != nil {
 			return err
@@ -231,7 +225,13 @@ func (e *Engine) Statistics(ctx context.Context, q, queryHash string) (*Stats, S
 			return nil
 		}
 		counts, accessionOnly = make([]int64, len(shape.Columns)), shape.Person < 0
-		rows, err := tx.Query(ctx, statisticsSQL(q, shape))
+		sql := statisticsSQL(q, shape)
+		if !accessionOnly && !e.joinBack && isNumeric(shape.Columns[shape.Person].OID) {
+			if pr, ok := withPersonAttributes(q); ok && e.personIDUnique(ctx, tx) {
+				sql = personRowSQL(pr, shape)
+			}
+		}
+		rows, err := tx.Query(ctx, sql, pgx.QueryExecModeExec)
 		if err != nil {
 			return err
 		}
