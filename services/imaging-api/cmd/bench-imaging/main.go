@@ -258,11 +258,11 @@ func (b *bench) importJournal(ctx context.Context, project string) (time.Duratio
 	if err := b.imp.Enqueue(project, accessions); err != nil {
 		return 0, 0, err
 	}
-	for {
-		if done, _ := b.imp.Progress(project); done == len(accessions) {
-			break
-		}
-		time.Sleep(10 * time.Millisecond)
+	// Wait wakes as each attempt ends. Polling Progress every 10 ms instead
+	// cost this process about 40 ms of CPU a round, a quarter of what it
+	// spent, and told the end up to 10 ms late.
+	if _, _, err := b.imp.Wait(ctx, project); err != nil {
+		return 0, 0, err
 	}
 	took := time.Since(start)
 	if c, err := b.imp.Status(project, accessions); err != nil || c.Successful != len(accessions) {

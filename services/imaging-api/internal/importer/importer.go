@@ -158,6 +158,7 @@ type Importer struct {
 	parked   map[string]*item   // requeued while their last attempt finishes
 	deleting map[string]bool    // projects being deleted
 	changed  chan struct{}      // closed and replaced when work is added
+	settled  chan struct{}      // closed and replaced when an attempt ends or records go
 	handoff  chan *task         // prepared tasks, from look-aheads to workers
 
 	wg sync.WaitGroup
@@ -199,6 +200,7 @@ func Open(opts Options, backend Backend) (*Importer, error) {
 		parked:   map[string]*item{},
 		deleting: map[string]bool{},
 		changed:  make(chan struct{}),
+		settled:  make(chan struct{}),
 		handoff:  make(chan *task),
 	}, nil
 }
@@ -293,6 +295,7 @@ func (im *Importer) Close() error {
 	im.closed = true
 	cancel := im.cancel
 	im.signal()
+	im.settle()
 	im.mu.Unlock()
 	if cancel != nil {
 		cancel()
@@ -315,4 +318,10 @@ func (im *Importer) isClosed() bool {
 func (im *Importer) signal() {
 	close(im.changed)
 	im.changed = make(chan struct{})
+}
+
+// settle wakes callers of Wait; im.mu must be held.
+func (im *Importer) settle() {
+	close(im.settled)
+	im.settled = make(chan struct{})
 }

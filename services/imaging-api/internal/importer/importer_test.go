@@ -1116,3 +1116,75 @@ func TestDeleteWhileLookedUpAhead(t *testing.T) {
 		t.Errorf("records of Y after delete: %v", recs)
 	}
 }
+
+// Wait returns when the project's last attempt ends, not before, and honours
+// its context and Close.
+func TestWait(t *testing.T) {
+	t.Parallel()
+	accs := []string{"w1", "w2", "w3"}
+	be := newFake(append(accs, "w4")...)
+	gate := make(chan struct{})
+	be.block[uid("w3")] = gate
+	be.block[uid("w4")] = make(chan struct{}) // never opened
+	im := open(t, be, nil)
+	if err := im.Enqueue("p", accs); err != nil {
+		t.Fatal(err)
+	}
+	im.Start(context.Background())
+
+	short, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	if done, total, err := im.Wait(short, "p"); !errors.Is(err, context.DeadlineExceeded) || done == total {
+		t.Fatalf("Wait while w3 is moving = %d/%d, %v; want the deadline", done, total, err)
+	}
+	type result struct {
+		done, total int
+		err         error
+	}
+	got := make(chan result, 1)
+	go func() {
+		d, n, err := im.Wait(context.Background(), "p")
+		got <- result{d, n, err}
+	}()
+	select {
+	case r := <-got:
+		t.Fatalf("Wait returned %+v before the last move ended", r)
+	case <-time.After(50 * time.Millisecond):
+	}
+	close(gate)
+	select {
+	case r := <-got:
+		if r.err != nil || r.done != 3 || r.total != 3 {
+			t.Fatalf("Wait = %+v, want 3/3", r)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Wait did not return once the import ended")
+	}
+	if c, err := im.Status("p", accs); err != nil || c.Successful != 3 {
+		t.Fatalf("Status after Wait = %+v, %v", c, err)
+	}
+
+	// A project nobody queued has nothing to wait for.
+	if d, n, err := im.Wait(context.Background(), "none"); err != nil || d != 0 || n != 0 {
+		t.Fatalf("Wait on an unknown project = %d/%d, %v", d, n, err)
+	}
+	// A waiter is released by Close.
+	if err := im.Enqueue("q", []string{"w4"}); err != nil {
+		t.Fatal(err)
+	}
+	closed := make(chan error, 1)
+	go func() { _, _, err := im.Wait(context.Background(), "q"); closed <- err }()
+	for u := ""; u != uid("w4"); u = <-be.started {
+	}
+	if err := im.Close(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-closed:
+		if !errors.Is(err, ErrClosed) {
+			t.Fatalf("Wait after Close = %v, want ErrClosed", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Close did not release Wait")
+	}
+}

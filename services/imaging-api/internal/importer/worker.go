@@ -453,6 +453,7 @@ func (im *Importer) release(ctx context.Context, t *task, requeue *item) {
 		im.sched.push(requeue)
 		im.signal()
 	}
+	im.settle()
 	im.mu.Unlock()
 	t.fl.cancel(nil)
 	close(t.fl.done)
