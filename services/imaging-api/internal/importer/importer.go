@@ -18,11 +18,12 @@
 // Backend whether it is already complete in staging, and only then moves it,
 // so a study is never moved twice after a restart. The accession stays queued
 // through the lookup (its chosen study is recorded) and the staging check,
-// and turns moving just before its move. While a study moves,
-// the worker already looks the next queued accession up, so that its move can
-// start as soon as the worker is free. An attempt that reports no progress
-// for Options.StallTimeout is cancelled and counts as failed. A process that
-// stops while an accession is moving resumes it as queued.
+// and turns moving just before its move. While a study moves, the worker
+// already looks the next queued accession up, so that its move can start as
+// soon as the worker is free; the commit that records the moved study
+// imported then also records the next one moving. An attempt that reports
+// no progress for Options.StallTimeout is cancelled and counts as failed. A
+// process that stops while an accession is moving resumes it as queued.
 //
 // Status reports FLIP's five counts over a cohort (successful, failed,
 // processing, queued, queue_failed) and Reimport puts failed and

@@ -1188,3 +1188,46 @@ func TestWait(t *testing.T) {
 		t.Fatal("Close did not release Wait")
 	}
 }
+
+// TestHandover checks the commit between two moves of a worker: when the
+// next accession is prepared by the time a move ends, the study just moved
+// is recorded imported and the next one moving together (one commit, one
+// instant), before the next move begins.
+func TestHandover(t *testing.T) {
+	t.Parallel()
+	be := newFake("h1", "h2", "h3")
+	hold1, hold2 := make(chan struct{}), make(chan struct{})
+	be.block[uid("h1")], be.block[uid("h2")] = hold1, hold2
+	im := open(t, be, func(o *Options) { o.Concurrency = 1 })
+	if err := im.Enqueue("p", []string{"h1", "h2", "h3"}); err != nil {
+		t.Fatal(err)
+	}
+	im.Start(context.Background())
+	be.waitStarted(t, uid("h1"))
+	waitFor(t, "h2 to be looked up and checked in staging while h1 moves", func() bool {
+		return be.count(be.presents, uid("h2")) == 1
+	})
+	time.Sleep(10 * time.Millisecond) // for its offer to the workers
+	close(hold1)
+	be.waitStarted(t, uid("h2"))
+	r1, r2 := mustRecord(t, im, "p", "h1"), mustRecord(t, im, "p", "h2")
+	if r1.State != StateImported || r2.State != StateMoving {
+		t.Fatalf("when h2's move began: h1 %s, h2 %s; want imported and moving", r1.State, r2.State)
+	}
+	if !r1.UpdatedAt.Equal(r2.UpdatedAt) {
+		t.Errorf("h1 imported at %v and h2 moving at %v: not one commit", r1.UpdatedAt, r2.UpdatedAt)
+	}
+	if r := mustRecord(t, im, "p", "h3"); r.State != StateQueued {
+		t.Errorf("h3 while h2 moves: %s, want queued", r.State)
+	}
+	close(hold2)
+	waitDone(t, im, "p", 3)
+	if c, _ := im.Status("p", []string{"h1", "h2", "h3"}); c.Successful != 3 {
+		t.Errorf("Status = %+v, want 3 successful", c)
+	}
+	for _, a := range []string{"h1", "h2", "h3"} {
+		if n := be.count(be.moves, uid(a)); n != 1 {
+			t.Errorf("%s moved %d times, want 1", a, n)
+		}
+	}
+}

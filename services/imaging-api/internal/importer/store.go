@@ -488,23 +488,27 @@ func (im *Importer) change(k []byte, seq uint64, from State, fn func(*Record)) (
 		ok  bool
 	)
 	err := im.writes.Do(func(tx *bolt.Tx) error {
-		ok = false
-		b := tx.Bucket(bucketRecords)
-		r, found, err := getRecord(b, k)
-		if err != nil || !found || r.Seq != seq || r.State != from {
-			return err
-		}
-		fn(&r)
-		if err := putJSON(b, k, r); err != nil {
-			return err
-		}
-		out, ok = r, true
-		return nil
+		var err error
+		out, ok, err = changeIn(tx.Bucket(bucketRecords), k, seq, from, fn)
+		return err
 	})
 	if err != nil {
 		return Record{}, false, fmt.Errorf("update import record: %w", err)
 	}
 	return out, ok, nil
+}
+
+// changeIn is change within a write transaction on the records bucket b.
+func changeIn(b *bolt.Bucket, k []byte, seq uint64, from State, fn func(*Record)) (Record, bool, error) {
+	r, found, err := getRecord(b, k)
+	if err != nil || !found || r.Seq != seq || r.State != from {
+		return Record{}, false, err
+	}
+	fn(&r)
+	if err := putJSON(b, k, r); err != nil {
+		return Record{}, false, err
+	}
+	return r, true, nil
 }
 
 // recover puts records left moving back to queued and returns the work to
