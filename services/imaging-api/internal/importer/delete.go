@@ -85,6 +85,9 @@ func (im *Importer) DeleteProject(ctx context.Context, project string) error {
 		return fmt.Errorf("delete import project %s: %w", project, err)
 	}
 	im.log.Info("import project deleted", "project", project, "records", deleted)
+	im.mu.Lock()
+	im.settle()
+	im.mu.Unlock()
 	if err := im.drainRemovals(ctx, project); err != nil {
 		return fmt.Errorf("delete import project %s: %w", project, err)
 	}

@@ -39,6 +39,7 @@ type fakeBackend struct {
 
 	staged      map[string]bool // project NUL study UID
 	finds       map[string]int
+	presents    map[string]int // study UID -> staging checks
 	moves       map[string]int
 	moveStarts  map[string][]time.Time
 	removed     []Match
@@ -52,7 +53,7 @@ func newFake(accessions ...string) *fakeBackend {
 		studies: map[string][]Match{}, findFail: map[string]int{}, moveFail: map[string]int{},
 		permanent: map[string]bool{}, stall: map[string]int{}, block: map[string]chan struct{}{},
 		slow: map[string]time.Duration{}, stageEarly: map[string]bool{},
-		staged: map[string]bool{}, finds: map[string]int{}, moves: map[string]int{},
+		staged: map[string]bool{}, finds: map[string]int{}, presents: map[string]int{}, moves: map[string]int{},
 		moveStarts: map[string][]time.Time{}, started: make(chan string, 1024),
 	}
 	for _, a := range accessions {
@@ -88,6 +89,7 @@ func (f *fakeBackend) Find(ctx context.Context, accession string) ([]Match, erro
 func (f *fakeBackend) Present(ctx context.Context, m Match) (bool, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.presents[m.StudyUID]++
 	return f.staged[stageKey(m)], nil
 }
 

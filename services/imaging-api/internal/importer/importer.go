@@ -18,11 +18,12 @@
 // Backend whether it is already complete in staging, and only then moves it,
 // so a study is never moved twice after a restart. The accession stays queued
 // through the lookup (its chosen study is recorded) and the staging check,
-// and turns moving just before its move. While a study moves,
-// the worker already looks the next queued accession up, so that its move can
-// start as soon as the worker is free. An attempt that reports no progress
-// for Options.StallTimeout is cancelled and counts as failed. A process that
-// stops while an accession is moving resumes it as queued.
+// and turns moving just before its move. While a study moves, the worker
+// already looks the next queued accession up, so that its move can start as
+// soon as the worker is free; the commit that records the moved study
+// imported then also records the next one moving. An attempt that reports
+// no progress for Options.StallTimeout is cancelled and counts as failed. A
+// process that stops while an accession is moving resumes it as queued.
 //
 // Status reports FLIP's five counts over a cohort (successful, failed,
 // processing, queued, queue_failed) and Reimport puts failed and
@@ -158,6 +159,7 @@ type Importer struct {
 	parked   map[string]*item   // requeued while their last attempt finishes
 	deleting map[string]bool    // projects being deleted
 	changed  chan struct{}      // closed and replaced when work is added
+	settled  chan struct{}      // closed and replaced when an attempt ends or records go
 	handoff  chan *task         // prepared tasks, from look-aheads to workers
 
 	wg sync.WaitGroup
@@ -199,6 +201,7 @@ func Open(opts Options, backend Backend) (*Importer, error) {
 		parked:   map[string]*item{},
 		deleting: map[string]bool{},
 		changed:  make(chan struct{}),
+		settled:  make(chan struct{}),
 		handoff:  make(chan *task),
 	}, nil
 }
@@ -293,6 +296,7 @@ func (im *Importer) Close() error {
 	im.closed = true
 	cancel := im.cancel
 	im.signal()
+	im.settle()
 	im.mu.Unlock()
 	if cancel != nil {
 		cancel()
@@ -315,4 +319,10 @@ func (im *Importer) isClosed() bool {
 func (im *Importer) signal() {
 	close(im.changed)
 	im.changed = make(chan struct{})
+}
+
+// settle wakes callers of Wait; im.mu must be held.
+func (im *Importer) settle() {
+	close(im.settled)
+	im.settled = make(chan struct{})
 }

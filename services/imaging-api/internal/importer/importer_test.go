@@ -1116,3 +1116,118 @@ func TestDeleteWhileLookedUpAhead(t *testing.T) {
 		t.Errorf("records of Y after delete: %v", recs)
 	}
 }
+
+// Wait returns when the project's last attempt ends, not before, and honours
+// its context and Close.
+func TestWait(t *testing.T) {
+	t.Parallel()
+	accs := []string{"w1", "w2", "w3"}
+	be := newFake(append(accs, "w4")...)
+	gate := make(chan struct{})
+	be.block[uid("w3")] = gate
+	be.block[uid("w4")] = make(chan struct{}) // never opened
+	im := open(t, be, nil)
+	if err := im.Enqueue("p", accs); err != nil {
+		t.Fatal(err)
+	}
+	im.Start(context.Background())
+
+	short, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	if done, total, err := im.Wait(short, "p"); !errors.Is(err, context.DeadlineExceeded) || done == total {
+		t.Fatalf("Wait while w3 is moving = %d/%d, %v; want the deadline", done, total, err)
+	}
+	type result struct {
+		done, total int
+		err         error
+	}
+	got := make(chan result, 1)
+	go func() {
+		d, n, err := im.Wait(context.Background(), "p")
+		got <- result{d, n, err}
+	}()
+	select {
+	case r := <-got:
+		t.Fatalf("Wait returned %+v before the last move ended", r)
+	case <-time.After(50 * time.Millisecond):
+	}
+	close(gate)
+	select {
+	case r := <-got:
+		if r.err != nil || r.done != 3 || r.total != 3 {
+			t.Fatalf("Wait = %+v, want 3/3", r)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Wait did not return once the import ended")
+	}
+	if c, err := im.Status("p", accs); err != nil || c.Successful != 3 {
+		t.Fatalf("Status after Wait = %+v, %v", c, err)
+	}
+
+	// A project nobody queued has nothing to wait for.
+	if d, n, err := im.Wait(context.Background(), "none"); err != nil || d != 0 || n != 0 {
+		t.Fatalf("Wait on an unknown project = %d/%d, %v", d, n, err)
+	}
+	// A waiter is released by Close.
+	if err := im.Enqueue("q", []string{"w4"}); err != nil {
+		t.Fatal(err)
+	}
+	closed := make(chan error, 1)
+	go func() { _, _, err := im.Wait(context.Background(), "q"); closed <- err }()
+	for u := ""; u != uid("w4"); u = <-be.started {
+	}
+	if err := im.Close(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-closed:
+		if !errors.Is(err, ErrClosed) {
+			t.Fatalf("Wait after Close = %v, want ErrClosed", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Close did not release Wait")
+	}
+}
+
+// TestHandover checks the commit between two moves of a worker: when the
+// next accession is prepared by the time a move ends, the study just moved
+// is recorded imported and the next one moving together (one commit, one
+// instant), before the next move begins.
+func TestHandover(t *testing.T) {
+	t.Parallel()
+	be := newFake("h1", "h2", "h3")
+	hold1, hold2 := make(chan struct{}), make(chan struct{})
+	be.block[uid("h1")], be.block[uid("h2")] = hold1, hold2
+	im := open(t, be, func(o *Options) { o.Concurrency = 1 })
+	if err := im.Enqueue("p", []string{"h1", "h2", "h3"}); err != nil {
+		t.Fatal(err)
+	}
+	im.Start(context.Background())
+	be.waitStarted(t, uid("h1"))
+	waitFor(t, "h2 to be looked up and checked in staging while h1 moves", func() bool {
+		return be.count(be.presents, uid("h2")) == 1
+	})
+	time.Sleep(10 * time.Millisecond) // for its offer to the workers
+	close(hold1)
+	be.waitStarted(t, uid("h2"))
+	r1, r2 := mustRecord(t, im, "p", "h1"), mustRecord(t, im, "p", "h2")
+	if r1.State != StateImported || r2.State != StateMoving {
+		t.Fatalf("when h2's move began: h1 %s, h2 %s; want imported and moving", r1.State, r2.State)
+	}
+	if !r1.UpdatedAt.Equal(r2.UpdatedAt) {
+		t.Errorf("h1 imported at %v and h2 moving at %v: not one commit", r1.UpdatedAt, r2.UpdatedAt)
+	}
+	if r := mustRecord(t, im, "p", "h3"); r.State != StateQueued {
+		t.Errorf("h3 while h2 moves: %s, want queued", r.State)
+	}
+	close(hold2)
+	waitDone(t, im, "p", 3)
+	if c, _ := im.Status("p", []string{"h1", "h2", "h3"}); c.Successful != 3 {
+		t.Errorf("Status = %+v, want 3 successful", c)
+	}
+	for _, a := range []string{"h1", "h2", "h3"} {
+		if n := be.count(be.moves, uid(a)); n != 1 {
+			t.Errorf("%s moved %d times, want 1", a, n)
+		}
+	}
+}

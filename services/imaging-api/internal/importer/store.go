@@ -2,6 +2,7 @@ package importer
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -384,7 +385,16 @@ func (im *Importer) Progress(project string) (done, total int) {
 	if checkProject(project) != nil {
 		return 0, 0
 	}
-	err := im.db.View(func(tx *bolt.Tx) error {
+	done, total, err := im.progress(project)
+	if err != nil {
+		im.log.Warn("import progress unreadable", "project", project, "err", err)
+		return 0, 0
+	}
+	return done, total
+}
+
+func (im *Importer) progress(project string) (done, total int, err error) {
+	err = im.db.View(func(tx *bolt.Tx) error {
 		return forProject(tx.Bucket(bucketRecords), project, func(_ []byte, r Record) error {
 			total++
 			if r.State.Terminal() {
@@ -393,11 +403,39 @@ func (im *Importer) Progress(project string) (done, total int) {
 			return nil
 		})
 	})
-	if err != nil {
-		im.log.Warn("import progress unreadable", "project", project, "err", err)
-		return 0, 0
+	return done, total, err
+}
+
+// Wait returns once every recorded accession of project is finished
+// (imported, failed or queue_failed), with Progress's counts, or with
+// ctx's error, or ErrClosed once the Importer is closed. It wakes as
+// attempts end rather than polling, so an in-process caller (a tool, a
+// test) learns of the end at once and at almost no cost.
+func (im *Importer) Wait(ctx context.Context, project string) (done, total int, err error) {
+	if err := checkProject(project); err != nil {
+		return 0, 0, fmt.Errorf("import wait: %w", err)
 	}
-	return done, total
+	for {
+		// Taken before the records are read: an attempt that ends after
+		// the read closes it.
+		im.mu.Lock()
+		settled, closed := im.settled, im.closed
+		im.mu.Unlock()
+		if closed {
+			return 0, 0, fmt.Errorf("import wait: %w", ErrClosed)
+		}
+		if done, total, err = im.progress(project); err != nil {
+			return 0, 0, fmt.Errorf("import wait on project %s: %w", project, err)
+		}
+		if done == total {
+			return done, total, nil
+		}
+		select {
+		case <-settled:
+		case <-ctx.Done():
+			return done, total, ctx.Err()
+		}
+	}
 }
 
 // Records returns the project's records in queue order.
@@ -450,23 +488,27 @@ func (im *Importer) change(k []byte, seq uint64, from State, fn func(*Record)) (
 		ok  bool
 	)
 	err := im.writes.Do(func(tx *bolt.Tx) error {
-		ok = false
-		b := tx.Bucket(bucketRecords)
-		r, found, err := getRecord(b, k)
-		if err != nil || !found || r.Seq != seq || r.State != from {
-			return err
-		}
-		fn(&r)
-		if err := putJSON(b, k, r); err != nil {
-			return err
-		}
-		out, ok = r, true
-		return nil
+		var err error
+		out, ok, err = changeIn(tx.Bucket(bucketRecords), k, seq, from, fn)
+		return err
 	})
 	if err != nil {
 		return Record{}, false, fmt.Errorf("update import record: %w", err)
 	}
 	return out, ok, nil
+}
+
+// changeIn is change within a write transaction on the records bucket b.
+func changeIn(b *bolt.Bucket, k []byte, seq uint64, from State, fn func(*Record)) (Record, bool, error) {
+	r, found, err := getRecord(b, k)
+	if err != nil || !found || r.Seq != seq || r.State != from {
+		return Record{}, false, err
+	}
+	fn(&r)
+	if err := putJSON(b, k, r); err != nil {
+		return Record{}, false, err
+	}
+	return r, true, nil
 }
 
 // recover puts records left moving back to queued and returns the work to

@@ -433,6 +433,17 @@ func (c *Client) send(ctx context.Context, hc *http.Client, op, method, path str
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
+	// Orthanc closes a kept-alive connection after a second without a
+	// request (its KeepAliveTimeout), so a request sent on a pooled
+	// connection can meet the close and get no answer. Go's transport
+	// sends such a request again on a fresh connection only if it is
+	// marked idempotent, which every call here is in effect: a repeated
+	// C-ECHO or lookup changes nothing, a repeated C-FIND leaves one more
+	// query handle for Orthanc to evict, a repeated C-MOVE finds its
+	// instances already stored, and a repeated DELETE answers not found,
+	// which callers take as done. An empty Idempotency-Key marks the
+	// request without sending the header.
+	req.Header["Idempotency-Key"] = nil
 	if c.user != "" {
 		req.SetBasicAuth(c.user, c.password)
 	}

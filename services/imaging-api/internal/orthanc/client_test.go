@@ -2,6 +2,7 @@ package orthanc_test
 
 import (
 	"archive/zip"
+	"bufio"
 	"bytes"
 	"context"
 	"errors"
@@ -434,5 +435,62 @@ func TestNoCompressedAnswers(t *testing.T) {
 	want := []string{"/system: ", "/modalities/PACS/move: ", "/instances/abcd/file: "}
 	if !slices.Equal(accepted, want) {
 		t.Errorf("requests %q, want %q", accepted, want)
+	}
+}
+
+// Orthanc closes a kept-alive connection after a second of silence. A
+// request the client sends on such a connection just as it closes gets no
+// answer; the client sends it again on a fresh connection instead of
+// failing the C-FIND or C-MOVE (staging treats repeats as no-ops).
+func TestRequestResentAfterIdleConnectionClosed(t *testing.T) {
+	t.Parallel()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	var mu sync.Mutex
+	var answered []string
+	go func() {
+		for {
+			conn, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer conn.Close()
+				rd := bufio.NewReader(conn)
+				// The first request on a connection is answered, the
+				// second one finds it closed.
+				req, err := http.ReadRequest(rd)
+				if err != nil {
+					return
+				}
+				_, _ = io.Copy(io.Discard, req.Body)
+				mu.Lock()
+				answered = append(answered, req.Method+" "+req.URL.Path)
+				mu.Unlock()
+				_, _ = io.WriteString(conn, "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}")
+				if req, err = http.ReadRequest(rd); err == nil {
+					_, _ = io.Copy(io.Discard, req.Body)
+				}
+			}()
+		}
+	}()
+	c, err := orthanc.New(orthanc.Config{URL: "http://" + ln.Addr().String()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if _, err := c.System(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Echo(ctx, "PACS"); err != nil {
+		t.Fatalf("Echo on a connection closed under it: %v", err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if want := []string{"GET /system", "POST /modalities/PACS/echo"}; !slices.Equal(answered, want) {
+		t.Errorf("answered %q, want %q", answered, want)
 	}
 }
