@@ -308,7 +308,16 @@ func TestResumesAfterRestart(t *testing.T) {
 	r.hub.scripts["result"] = times(1000, status(503))
 	r.record(t, taskID, journal.Outcome{Success: true})
 	stop := r.start(t, Options{})
-	time.Sleep(100 * time.Millisecond)
+	// Wait for failed attempts to be noted (a fixed sleep is too short on a
+	// loaded machine).
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if e, err := r.j.Get(taskID); err == nil && e.Attempts >= 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no two failed attempts noted within 10s")
+		}
+	}
 	stop()
 	if err := r.j.Close(); err != nil {
 		t.Fatal(err)
