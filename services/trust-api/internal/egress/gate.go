@@ -174,7 +174,8 @@ type Gate struct {
 	strandedMu sync.Mutex
 	stranded   map[string]strandedItem
 	// failpoint, set by tests, stops a release after a named step
-	// ("stored", "ledgered") as a kill of the process would.
+	// ("stored", "ledgered") as a kill of the process would, or fails the
+	// store commit of a released item ("commit").
 	failpoint func(step string, it Item) error
 }
 
@@ -478,6 +479,9 @@ func (g *Gate) release(it Item, fresh, mark bool) (Item, error) {
 // store allow.
 func (g *Gate) storeReleased(it Item, key []byte, tok uint64, mark bool) error {
 	if err := g.writes.Do(func(tx *bolt.Tx) error {
+		if err := g.fail("commit", it); err != nil {
+			return err
+		}
 		if key != nil {
 			if err := tx.Bucket(bucketKeys).Put(key, []byte(it.ID)); err != nil {
 				return err
