@@ -174,7 +174,8 @@ type Gate struct {
 	strandedMu sync.Mutex
 	stranded   map[string]strandedItem
 	// failpoint, set by tests, stops a release after a named step
-	// ("stored", "ledgered") as a kill of the process would.
+	// ("stored", "ledgered") as a kill of the process would, or fails the
+	// store commit of a released item ("commit").
 	failpoint func(step string, it Item) error
 }
 
@@ -297,7 +298,9 @@ func (g *Gate) recover() error {
 			}
 			continue
 		}
-		if _, err := g.release(it, false); err != nil {
+		// Appended now, without raising the mark: an approved item not
+		// finished yet may have its entry anywhere above it.
+		if _, err := g.release(it, false, false); err != nil {
 			return err
 		}
 	}
@@ -343,7 +346,7 @@ func (g *Gate) Submit(r Request) (Item, error) {
 	}
 	key := r.key()
 	defer g.keys.lock(string(key))()
-	if it, err, ok := g.retryStranded(key); ok {
+	if it, ok, err := g.retryStranded(key); ok {
 		return it, err
 	}
 	var existing string
@@ -389,7 +392,7 @@ func (g *Gate) Submit(r Request) (Item, error) {
 		}
 	default:
 		// Ledgered first, then stored once as released with its key.
-		return g.release(it, true)
+		return g.release(it, true, true)
 	}
 	if err := g.writes.Do(func(tx *bolt.Tx) error {
 		if err := tx.Bucket(bucketKeys).Put(key, []byte(it.ID)); err != nil {
@@ -409,26 +412,27 @@ func (g *Gate) Submit(r Request) (Item, error) {
 
 // retryStranded stores a new item that was ledgered but whose store commit
 // failed; ok is false when key has none. The caller holds key's lock.
-func (g *Gate) retryStranded(key []byte) (it Item, err error, ok bool) {
+func (g *Gate) retryStranded(key []byte) (Item, bool, error) {
 	g.strandedMu.Lock()
 	s, ok := g.stranded[string(key)]
 	g.strandedMu.Unlock()
 	if !ok {
-		return Item{}, nil, false
+		return Item{}, false, nil
 	}
 	if err := g.storeReleased(s.it, key, s.tok, true); err != nil {
-		return Item{}, err, true
+		return Item{}, true, err
 	}
 	g.strandedMu.Lock()
 	delete(g.stranded, string(key))
 	g.strandedMu.Unlock()
-	return s.it, nil, true
+	return s.it, true, nil
 }
 
 // release ledgers an item and stores it as released. A new item (fresh)
-// is stored with its dedupe key, an approved one was stored before. The
+// is stored with its dedupe key, an approved one was stored before. With
+// mark set the commit raises the high-water mark (recovery leaves it). The
 // caller holds the item's key lock (fresh) or mu.
-func (g *Gate) release(it Item, fresh bool) (Item, error) {
+func (g *Gate) release(it Item, fresh, mark bool) (Item, error) {
 	if !fresh {
 		if err := g.fail("stored", it); err != nil {
 			return Item{}, err
@@ -458,7 +462,7 @@ func (g *Gate) release(it Item, fresh bool) (Item, error) {
 	if fresh {
 		key = (&Request{Channel: it.Channel, TaskID: it.TaskID, Kind: it.Kind, SHA256: it.SHA256}).key()
 	}
-	if err := g.storeReleased(it, key, tok, true); err != nil {
+	if err := g.storeReleased(it, key, tok, mark); err != nil {
 		if fresh {
 			g.strandedMu.Lock()
 			g.stranded[string(key)] = strandedItem{it: it, tok: tok}
@@ -470,10 +474,14 @@ func (g *Gate) release(it Item, fresh bool) (Item, error) {
 }
 
 // storeReleased commits a released item (and its dedupe key when key is
-// set). With mark set it raises the high-water mark as far as the ledger
-// entries still on their way to the store allow, and ends tok's watch.
+// set) and ends tok's watch (0: none). With mark set it raises the
+// high-water mark as far as the ledger entries still on their way to the
+// store allow.
 func (g *Gate) storeReleased(it Item, key []byte, tok uint64, mark bool) error {
 	if err := g.writes.Do(func(tx *bolt.Tx) error {
+		if err := g.fail("commit", it); err != nil {
+			return err
+		}
 		if key != nil {
 			if err := tx.Bucket(bucketKeys).Put(key, []byte(it.ID)); err != nil {
 				return err
@@ -488,7 +496,7 @@ func (g *Gate) storeReleased(it Item, key []byte, tok uint64, mark bool) error {
 	}); err != nil {
 		return fmt.Errorf("mark egress item %s released: %w", it.ID, err)
 	}
-	if mark {
+	if tok != 0 {
 		g.marks.done(tok)
 	}
 	return nil
@@ -527,7 +535,7 @@ func (g *Gate) Approve(id, reviewer, note string) (Item, error) {
 		return it, err
 	}
 	g.mu.Lock()
-	it, err = g.release(it, false)
+	it, err = g.release(it, false, true)
 	g.mu.Unlock()
 	if err != nil {
 		return Item{}, err

@@ -412,3 +412,78 @@ func TestRequestValidation(t *testing.T) {
 		t.Fatalf("metadata-only = %+v, %v", it, err)
 	}
 }
+
+// Two approved items interrupted at different steps, one before and one
+// after its ledger append, are both finished by one restart: each ledgered
+// once, and nothing left for the next restart.
+func TestRestartFinishesSeveralApprovedItems(t *testing.T) {
+	t.Parallel()
+	policy := Policy{CohortResults: Hold}
+	e := newEnv(t, policy)
+	a, _ := e.gate.Submit(req(CohortResults, `{"a":1}`))
+	b, _ := e.gate.Submit(req(CohortResults, `{"b":1}`))
+	for id, step := range map[string]string{a.ID: "stored", b.ID: "ledgered"} {
+		e.gate.failpoint = func(s string, _ Item) error {
+			if s == step {
+				return errKilled
+			}
+			return nil
+		}
+		if _, err := e.gate.Approve(id, "rev", ""); !errors.Is(err, errKilled) {
+			t.Fatalf("approve %s = %v", id, err)
+		}
+	}
+	e.restart(t, policy)
+	items, err := e.gate.List()
+	if err != nil || len(items) != 2 || !items[0].Leaves() || !items[1].Leaves() {
+		t.Fatalf("after restart = %+v, %v", items, err)
+	}
+	got := e.entries(t)
+	if len(got) != 2 || got[0].Item != b.ID || got[1].Item != a.ID {
+		t.Fatalf("ledger = %+v", got)
+	}
+	var high uint64
+	if err := e.gate.db.View(func(tx *bolt.Tx) error { high = readMark(tx); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if high != 2 {
+		t.Fatalf("high-water mark %d, want 2", high)
+	}
+}
+
+// A release whose store commit fails after its ledger append is stored by
+// the next submission of the same item, with the same entry: the item is
+// never ledgered twice.
+func TestFailedStoreCommitIsRetriedWithoutASecondEntry(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, nil)
+	errDisk := errors.New("disk full")
+	e.gate.failpoint = func(s string, _ Item) error {
+		if s == "commit" {
+			return errDisk
+		}
+		return nil
+	}
+	r := req(TaskResult, `{"success":true}`)
+	if _, err := e.gate.Submit(r); !errors.Is(err, errDisk) {
+		t.Fatalf("submit = %v, want the store error", err)
+	}
+	e.gate.failpoint = nil
+	it, err := e.gate.Submit(r)
+	if err != nil || !it.Leaves() || it.Seq != 1 {
+		t.Fatalf("retry = %+v, %v", it, err)
+	}
+	if again, err := e.gate.Submit(r); err != nil || again.ID != it.ID {
+		t.Fatalf("third submit = %+v, %v", again, err)
+	}
+	if got := e.entries(t); len(got) != 1 || got[0].Item != it.ID {
+		t.Fatalf("ledger = %+v", got)
+	}
+	var high uint64
+	if err := e.gate.db.View(func(tx *bolt.Tx) error { high = readMark(tx); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if high != 1 {
+		t.Fatalf("high-water mark %d, want 1", high)
+	}
+}
