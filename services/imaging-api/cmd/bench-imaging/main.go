@@ -16,6 +16,7 @@ package main
 
 import (
 	"context"
+	"encoding/base64"
 	"errors"
 	"flag"
 	"fmt"
@@ -31,6 +32,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/flip-trust/node/services/imaging-api/internal/config"
 	"github.com/flip-trust/node/services/imaging-api/internal/dicomgen"
 	"github.com/flip-trust/node/services/imaging-api/internal/imagecache"
 	"github.com/flip-trust/node/services/imaging-api/internal/importer"
@@ -107,11 +109,20 @@ func run() error {
 	defer os.RemoveAll(dir)
 	backend := &native.Backend{Orthanc: b.oc, PACS: orthanctest.PACSAET, StagingAET: orthanctest.StagingAET}
 	b.calls = &timedBackend{Backend: backend}
+	// The importer runs with imaging-api's default configuration (retries,
+	// backoff, stall timeout), at the concurrency asked for.
+	cfg, err := config.Load(func(name string) string {
+		return map[string]string{"BASE_IMAGES_DOWNLOAD_DIR": dir, "AES_KEY_BASE64": base64.StdEncoding.EncodeToString(make([]byte, 32))}[name]
+	})
+	if err != nil {
+		return err
+	}
 	// Failed attempts are logged: each one waits out a backoff, which a
 	// round's time shows but does not explain.
 	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	b.imp, err = importer.Open(importer.Options{Path: filepath.Join(dir, "imports.db"), Concurrency: *concurrency,
-		Logger: logger}, b.calls)
+		MaxAttempts: cfg.ImportAttempts, BackoffMin: cfg.ImportBackoffMin, BackoffMax: cfg.ImportBackoffMax,
+		StallTimeout: cfg.ImportStall, Logger: logger}, b.calls)
 	if err != nil {
 		return err
 	}
