@@ -385,6 +385,14 @@ type timedBackend struct {
 	calls map[string]int
 }
 
+// failed prints a failed call's error: the importer logs only its kind,
+// and the bench's accessions are synthetic.
+func (t *timedBackend) failed(call string, err error) {
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "    %s failed: %v\n", call, err)
+	}
+}
+
 func (t *timedBackend) since(call string, start time.Time) {
 	d := time.Since(start)
 	t.mu.Lock()
@@ -398,17 +406,23 @@ func (t *timedBackend) since(call string, start time.Time) {
 
 func (t *timedBackend) Find(ctx context.Context, accession string) ([]importer.Match, error) {
 	defer t.since("find", time.Now())
-	return t.Backend.Find(ctx, accession)
+	found, err := t.Backend.Find(ctx, accession)
+	t.failed("find", err)
+	return found, err
 }
 
 func (t *timedBackend) Present(ctx context.Context, m importer.Match) (bool, error) {
 	defer t.since("present", time.Now())
-	return t.Backend.Present(ctx, m)
+	ok, err := t.Backend.Present(ctx, m)
+	t.failed("staging check", err)
+	return ok, err
 }
 
 func (t *timedBackend) Move(ctx context.Context, m importer.Match, progress func(int)) error {
 	defer t.since("move", time.Now())
-	return t.Backend.Move(ctx, m, progress)
+	err := t.Backend.Move(ctx, m, progress)
+	t.failed("move", err)
+	return err
 }
 
 func (t *timedBackend) summary() string {
