@@ -16,6 +16,7 @@ package main
 
 import (
 	"context"
+	"encoding/base64"
 	"errors"
 	"flag"
 	"fmt"
@@ -31,6 +32,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/flip-trust/node/services/imaging-api/internal/config"
 	"github.com/flip-trust/node/services/imaging-api/internal/dicomgen"
 	"github.com/flip-trust/node/services/imaging-api/internal/imagecache"
 	"github.com/flip-trust/node/services/imaging-api/internal/importer"
@@ -107,11 +109,20 @@ func run() error {
 	defer os.RemoveAll(dir)
 	backend := &native.Backend{Orthanc: b.oc, PACS: orthanctest.PACSAET, StagingAET: orthanctest.StagingAET}
 	b.calls = &timedBackend{Backend: backend}
+	// The importer runs with imaging-api's default configuration (retries,
+	// backoff, stall timeout), at the concurrency asked for.
+	cfg, err := config.Load(func(name string) string {
+		return map[string]string{"BASE_IMAGES_DOWNLOAD_DIR": dir, "AES_KEY_BASE64": base64.StdEncoding.EncodeToString(make([]byte, 32))}[name]
+	})
+	if err != nil {
+		return err
+	}
 	// Failed attempts are logged: each one waits out a backoff, which a
 	// round's time shows but does not explain.
 	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	b.imp, err = importer.Open(importer.Options{Path: filepath.Join(dir, "imports.db"), Concurrency: *concurrency,
-		Logger: logger}, b.calls)
+		MaxAttempts: cfg.ImportAttempts, BackoffMin: cfg.ImportBackoffMin, BackoffMax: cfg.ImportBackoffMax,
+		StallTimeout: cfg.ImportStall, Logger: logger}, b.calls)
 	if err != nil {
 		return err
 	}
@@ -374,6 +385,14 @@ type timedBackend struct {
 	calls map[string]int
 }
 
+// failed prints a failed call's error: the importer logs only its kind,
+// and the bench's accessions are synthetic.
+func (t *timedBackend) failed(call string, err error) {
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "    %s failed: %v\n", call, err)
+	}
+}
+
 func (t *timedBackend) since(call string, start time.Time) {
 	d := time.Since(start)
 	t.mu.Lock()
@@ -387,17 +406,23 @@ func (t *timedBackend) since(call string, start time.Time) {
 
 func (t *timedBackend) Find(ctx context.Context, accession string) ([]importer.Match, error) {
 	defer t.since("find", time.Now())
-	return t.Backend.Find(ctx, accession)
+	found, err := t.Backend.Find(ctx, accession)
+	t.failed("find", err)
+	return found, err
 }
 
 func (t *timedBackend) Present(ctx context.Context, m importer.Match) (bool, error) {
 	defer t.since("present", time.Now())
-	return t.Backend.Present(ctx, m)
+	ok, err := t.Backend.Present(ctx, m)
+	t.failed("staging check", err)
+	return ok, err
 }
 
 func (t *timedBackend) Move(ctx context.Context, m importer.Match, progress func(int)) error {
 	defer t.since("move", time.Now())
-	return t.Backend.Move(ctx, m, progress)
+	err := t.Backend.Move(ctx, m, progress)
+	t.failed("move", err)
+	return err
 }
 
 func (t *timedBackend) summary() string {

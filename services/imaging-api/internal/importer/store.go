@@ -425,6 +425,9 @@ func (im *Importer) Wait(ctx context.Context, project string) (done, total int, 
 			return 0, 0, fmt.Errorf("import wait: %w", ErrClosed)
 		}
 		if done, total, err = im.progress(project); err != nil {
+			if im.isClosed() {
+				err = ErrClosed // closed between the check and the read
+			}
 			return 0, 0, fmt.Errorf("import wait on project %s: %w", project, err)
 		}
 		if done == total {

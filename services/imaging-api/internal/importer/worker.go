@@ -418,9 +418,9 @@ func (im *Importer) transfer(t *task) outcome {
 // prepared task next as moving in one commit: one fsynced write instead of
 // two between the end of one move and the start of the next, and no
 // weaker, since t's state is still durable before next's move begins and a
-// crash leaves either both changes or neither (t then resumes as queued,
-// finds its study complete in staging and is not moved again). It lets go
-// of t, and reports whether next's move may begin; if not, next is
+// crash leaves either both changes or neither (t then resumes as queued and
+// goes through the staging check, as after any crash during a move). It
+// lets go of t, and reports whether next's move may begin; if not, next is
 // concluded.
 func (im *Importer) handover(ctx context.Context, t, next *task) bool {
 	if next.actx.Err() != nil || errors.Is(context.Cause(t.actx), errDeleted) {
