@@ -560,42 +560,64 @@ func (c *command) taskCancel(ctx context.Context, args []string) error {
 }
 
 func (c *command) taskWait(ctx context.Context, args []string) error {
-	fs := c.flags("task wait")
-	timeout := fs.Duration("timeout", 60*time.Second, "how long to wait")
-	interval := fs.Duration("interval", 200*time.Millisecond, "poll interval")
-	pos, err := parse(fs, args)
+	id, timeout, interval, err := c.waitArgs("task wait", args, "a task ID", 60*time.Second, 200*time.Millisecond)
 	if err != nil {
 		return err
 	}
-	if err := exactly(fs, pos, 1, "a task ID"); err != nil {
-		return err
-	}
-	if *timeout <= 0 || *interval <= 0 {
-		return usagef("task wait: --timeout and --interval must be positive")
-	}
-	id := pos[0]
-	deadline := time.Now().Add(*timeout)
-	for {
+	return c.pollUntil(ctx, timeout, interval, func() (bool, string, error) {
 		t, err := c.getTask(ctx, id)
 		if err != nil {
-			return err
+			return false, "", err
 		}
 		switch t.Status {
 		case hubapi.Completed:
 			_, err := fmt.Fprintf(c.env.Stdout, "%s %s\n", t.ID, t.Status)
-			return err
+			return true, "", err
 		case hubapi.Failed, hubapi.Cancelled:
 			fmt.Fprintf(c.env.Stdout, "%s %s\n", t.ID, t.Status)
 			if t.Result != nil {
 				fmt.Fprintf(c.env.Stderr, "dev-hub: task %s %s: %s\n", t.ID, t.Status, *t.Result)
 			}
+			return true, "", exitCode(1)
+		}
+		return false, fmt.Sprintf("task %s still %s", t.ID, t.Status), nil
+	})
+}
+
+// waitArgs parses a wait command's flags (--timeout, --interval) and its
+// one positional id.
+func (c *command) waitArgs(name string, args []string, what string, timeout, interval time.Duration) (string, time.Duration, time.Duration, error) {
+	fs := c.flags(name)
+	t := fs.Duration("timeout", timeout, "how long to wait")
+	i := fs.Duration("interval", interval, "poll interval")
+	pos, err := parse(fs, args)
+	if err != nil {
+		return "", 0, 0, err
+	}
+	if err := exactly(fs, pos, 1, what); err != nil {
+		return "", 0, 0, err
+	}
+	if *t <= 0 || *i <= 0 {
+		return "", 0, 0, usagef("%s: --timeout and --interval must be positive", name)
+	}
+	return pos[0], *t, *i, nil
+}
+
+// pollUntil calls step every interval until it reports done (returning its
+// error) or fails; when the next poll would pass timeout it prints step's
+// last "still ..." line and exits 1.
+func (c *command) pollUntil(ctx context.Context, timeout, interval time.Duration, step func() (done bool, still string, err error)) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		done, still, err := step()
+		if done || err != nil {
+			return err
+		}
+		if !time.Now().Add(interval).Before(deadline) {
+			fmt.Fprintf(c.env.Stderr, "dev-hub: %s after %s\n", still, timeout)
 			return exitCode(1)
 		}
-		if !time.Now().Add(*interval).Before(deadline) {
-			fmt.Fprintf(c.env.Stderr, "dev-hub: task %s still %s after %s\n", t.ID, t.Status, *timeout)
-			return exitCode(1)
-		}
-		timer := time.NewTimer(*interval)
+		timer := time.NewTimer(interval)
 		select {
 		case <-ctx.Done():
 			timer.Stop()

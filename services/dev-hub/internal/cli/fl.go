@@ -472,25 +472,15 @@ func (c *command) flJobCancel(ctx context.Context, args []string) error {
 }
 
 func (c *command) flJobWait(ctx context.Context, args []string) error {
-	fs := c.flags("fl job wait")
-	timeout := fs.Duration("timeout", 10*time.Minute, "how long to wait")
-	interval := fs.Duration("interval", 500*time.Millisecond, "poll interval")
-	pos, err := parse(fs, args)
+	id, timeout, interval, err := c.waitArgs("fl job wait", args, "a job ID", 10*time.Minute, 500*time.Millisecond)
 	if err != nil {
 		return err
 	}
-	if err := exactly(fs, pos, 1, "a job ID"); err != nil {
-		return err
-	}
-	if *timeout <= 0 || *interval <= 0 {
-		return usagef("fl job wait: --timeout and --interval must be positive")
-	}
-	deadline := time.Now().Add(*timeout)
 	printed := 0 // closed rounds already printed
-	for {
-		j, err := c.getFLJob(ctx, pos[0])
+	return c.pollUntil(ctx, timeout, interval, func() (bool, string, error) {
+		j, err := c.getFLJob(ctx, id)
 		if err != nil {
-			return err
+			return false, "", err
 		}
 		for printed < len(j.Rounds) && j.Rounds[printed].ClosedAt != nil {
 			fmt.Fprintln(c.env.Stdout, roundLine(j, j.Rounds[printed]))
@@ -503,22 +493,12 @@ func (c *command) flJobWait(ctx context.Context, args []string) error {
 				fmt.Fprintf(c.env.Stdout, ", final model %s", j.FinalModel)
 			}
 			fmt.Fprintln(c.env.Stdout)
-			return nil
+			return true, "", nil
 		case flserver.JobFailed, flserver.JobCancelled:
 			fmt.Fprintf(c.env.Stdout, "job %s %s\n", j.ID, j.State)
 			fmt.Fprintf(c.env.Stderr, "dev-hub: fl job %s %s: %s\n", j.ID, j.State, j.Error)
-			return exitCode(1)
+			return true, "", exitCode(1)
 		}
-		if !time.Now().Add(*interval).Before(deadline) {
-			fmt.Fprintf(c.env.Stderr, "dev-hub: fl job %s still %s (round %d) after %s\n", j.ID, j.State, j.Round, *timeout)
-			return exitCode(1)
-		}
-		timer := time.NewTimer(*interval)
-		select {
-		case <-ctx.Done():
-			timer.Stop()
-			return ctx.Err()
-		case <-timer.C:
-		}
-	}
+		return false, fmt.Sprintf("fl job %s still %s (round %d)", j.ID, j.State, j.Round), nil
+	})
 }
