@@ -25,9 +25,6 @@ func runAll(t *testing.T, checks []doctor.Check) []doctor.Result {
 // wrong credentials and an unknown modality fail, and a stopped PACS fails
 // the C-ECHO while staging still passes.
 func TestStagingAndEcho(t *testing.T) {
-	if _, err := orthanctest.Binary(); err != nil {
-		t.Skip(err)
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	pair, err := orthanctest.StartPair(ctx)
