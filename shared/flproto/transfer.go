@@ -399,7 +399,18 @@ func (c *Client) Upload(ctx context.Context, path string, chunkSize int64) (stri
 	if err != nil {
 		return "", fmt.Errorf("upload %s: open: %w", path, err)
 	}
-	var whole *wholeResult
+	// wholeSum waits for the whole-file digest once and keeps it in m.
+	wholeSum := func() error {
+		if m.SHA256 != "" {
+			return nil
+		}
+		w := <-wholeDone
+		if w.err != nil {
+			return fmt.Errorf("upload %s: hash: %w", path, w.err)
+		}
+		m.SHA256 = w.sum
+		return nil
+	}
 	for range 3 {
 		if st.Artifact != "" {
 			break
@@ -407,13 +418,8 @@ func (c *Client) Upload(ctx context.Context, path string, chunkSize int64) (stri
 		if err := c.sendChunks(ctx, f, m, st); err != nil {
 			return "", fmt.Errorf("upload %s: %w", path, err)
 		}
-		if whole == nil {
-			w := <-wholeDone
-			if w.err != nil {
-				return "", fmt.Errorf("upload %s: hash: %w", path, w.err)
-			}
-			whole = &w
-			m.SHA256 = w.sum
+		if err := wholeSum(); err != nil {
+			return "", err
 		}
 		var done Completed
 		err = c.retry(ctx, "complete upload", func(ctx context.Context) error {
@@ -429,12 +435,8 @@ func (c *Client) Upload(ctx context.Context, path string, chunkSize int64) (stri
 		}
 		st.Artifact = done.Artifact
 	}
-	if m.SHA256 == "" {
-		w := <-wholeDone
-		if w.err != nil {
-			return "", fmt.Errorf("upload %s: hash: %w", path, w.err)
-		}
-		m.SHA256 = w.sum
+	if err := wholeSum(); err != nil {
+		return "", err
 	}
 	if st.Artifact != ArtifactID(m.SHA256) {
 		return "", fmt.Errorf("upload %s: the server stored %q, the file is %s", path, st.Artifact, ArtifactID(m.SHA256))
